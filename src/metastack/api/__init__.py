@@ -1,0 +1,1 @@
+"""Controller side: the control API and the metadata API."""

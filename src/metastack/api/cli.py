@@ -1,0 +1,41 @@
+"""`metastack api`: serve the control API and/or the metadata API."""
+
+from __future__ import annotations
+
+import os
+import sys
+
+import click
+
+from metastack.config import load_api_config
+from metastack.errors import ConfigError
+
+
+@click.command("api")
+@click.option("--config", "config_path", type=click.Path(dir_okay=False), help="TOML config file.")
+@click.option("--database-url", default=None, help="Overrides [api] database_url.")
+@click.option("--control-listen", default=None, help="host:port of the control API.")
+@click.option("--metadata-listen", default=None, help="host:port of the metadata API.")
+@click.option("--workers", type=int, default=None, help="Worker processes.")
+def api_command(
+    config_path: str | None,
+    database_url: str | None,
+    control_listen: str | None,
+    metadata_listen: str | None,
+    workers: int | None,
+) -> None:
+    """Serve the control API (8774) and the metadata API (8775)."""
+    overrides = {
+        "database_url": database_url,
+        "control_listen": control_listen,
+        "metadata_listen": metadata_listen,
+        "workers": workers,
+    }
+    try:
+        config = load_api_config(config_path, os.environ, overrides)
+    except ConfigError as exc:
+        click.echo(f"metastack api: {exc}", err=True)
+        sys.exit(2)
+    from metastack.api.server import run
+
+    sys.exit(run(config))

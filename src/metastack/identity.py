@@ -1,0 +1,38 @@
+"""The contract between proxy, agent and metadata API: header names and signing."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+
+FORWARDED_FOR = "X-Forwarded-For"
+FORWARDED = "Forwarded"
+NETWORK_ID = "X-Neutron-Network-ID"
+ROUTER_ID = "X-Neutron-Router-ID"
+INSTANCE_ID = "X-Instance-ID"
+TENANT_ID = "X-Tenant-ID"
+INSTANCE_ID_SIGNATURE = "X-Instance-ID-Signature"
+
+# Header name prefixes a guest may never set; the proxy strips every header
+# whose lower-cased name starts with one of these (or equals one of them).
+GUEST_FORBIDDEN_PREFIXES = (
+    "x-forwarded-for",
+    "forwarded",
+    "x-instance-id",
+    "x-tenant-id",
+    "x-neutron-",
+    "x-ovn-",
+)
+
+
+def sign_instance_id(secret: str, instance_id: str) -> str:
+    """Lower-case hex HMAC-SHA256 of the instance id keyed with the shared secret."""
+    return hmac.new(secret.encode(), instance_id.encode(), hashlib.sha256).hexdigest()
+
+
+def verify_instance_id(secret: str, instance_id: str, signature: str) -> bool:
+    """Constant-time check of a signature made by :func:`sign_instance_id`."""
+    if not signature:
+        return False
+    expected = sign_instance_id(secret, instance_id)
+    return hmac.compare_digest(expected.encode(), signature.encode("utf-8", "replace"))

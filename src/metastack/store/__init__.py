@@ -1,0 +1,1 @@
+"""The store: SQLAlchemy models, migrations and repositories. It knows nothing of HTTP."""
