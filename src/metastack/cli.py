@@ -2,9 +2,20 @@
 
 from __future__ import annotations
 
+import importlib
+
 import click
 
 from metastack import __version__
+
+# (module, attribute) of each subcommand; each lives beside the service it starts.
+SUBCOMMANDS = (
+    ("metastack.api.cli", "api_command"),
+    ("metastack.agent.cli", "agent_command"),
+    ("metastack.proxy.cli", "proxy_command"),
+)
+# Modules exposing register(main) for a family of resource commands.
+REGISTRARS = ("metastack.client.cli",)
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -13,16 +24,24 @@ def main() -> None:
     """metastack: instance metadata for clouds and VM platforms."""
 
 
-def _register() -> None:
-    """Attach the subcommands that live beside their services."""
-    from metastack.api.cli import api_command
-
-    main.add_command(api_command)
+def _import_optional(name: str) -> object | None:
     try:
-        from metastack.client.cli import register as register_client
-    except ImportError:  # pragma: no cover - during bootstrap only
-        return
-    register_client(main)
+        return importlib.import_module(name)
+    except ModuleNotFoundError as exc:
+        if exc.name is not None and name.startswith(exc.name):
+            return None  # that service is not part of this build yet
+        raise
+
+
+def _register() -> None:
+    for module_name, attribute in SUBCOMMANDS:
+        module = _import_optional(module_name)
+        if module is not None:
+            main.add_command(getattr(module, attribute))
+    for module_name in REGISTRARS:
+        module = _import_optional(module_name)
+        if module is not None:
+            module.register(main)  # type: ignore[attr-defined]
 
 
 _register()
