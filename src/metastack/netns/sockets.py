@@ -1,0 +1,118 @@
+"""Listening sockets created inside a network namespace: the only place that enters one.
+
+Threading: `setns(CLONE_NEWNET)` switches only the calling thread. The proxy calls
+:func:`listen_in_netns` synchronously from its event-loop thread; the switch, socket,
+bind, listen and switch back take tens of microseconds, and no other coroutine can run
+on that thread in between, so nothing else is ever created in the wrong namespace.
+Other threads (executors) never leave the original namespace.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import ipaddress
+import os
+import socket
+from pathlib import Path
+
+from metastack.netns.exec import NetnsError
+
+CLONE_NEWNET = 0x40000000
+NETNS_RUN_DIR = Path("/run/netns")
+# Not exported by Python 3.11's socket module on every build; values from <linux/in.h>, <in6.h>.
+IP_FREEBIND = getattr(socket, "IP_FREEBIND", 15)
+IPV6_FREEBIND = getattr(socket, "IPV6_FREEBIND", 78)
+
+_libc: ctypes.CDLL | None = None
+
+
+def _setns(fd: int) -> None:
+    if hasattr(os, "setns"):
+        os.setns(fd, CLONE_NEWNET)
+        return
+    global _libc
+    if _libc is None:
+        _libc = ctypes.CDLL(None, use_errno=True)
+    if _libc.setns(fd, CLONE_NEWNET) != 0:
+        err = ctypes.get_errno()
+        raise OSError(err, os.strerror(err))
+
+
+def netns_path(name: str) -> Path:
+    """Path of a named namespace as `ip netns add` creates it."""
+    if not name or "/" in name or name in (".", ".."):
+        raise NetnsError(f"invalid namespace name {name!r}")
+    return NETNS_RUN_DIR / name
+
+
+def _make_socket(
+    host: str, port: int, family: socket.AddressFamily, backlog: int, interface: str | None
+) -> socket.socket:
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        if family == socket.AF_INET6:
+            # Bind 169.254.169.254 or fe80::a9fe:a9fe before the address is configured (or
+            # while it is still tentative after DAD).
+            sock.setsockopt(socket.IPPROTO_IPV6, IPV6_FREEBIND, 1)
+            scope = socket.if_nametoindex(interface) if interface else 0
+            sock.bind((host, port, 0, scope))
+        else:
+            sock.setsockopt(socket.IPPROTO_IP, IP_FREEBIND, 1)
+            sock.bind((host, port))
+        sock.listen(backlog)
+        sock.setblocking(False)
+    except BaseException:
+        sock.close()
+        raise
+    return sock
+
+
+def listen_in_netns(
+    netns: str | None,
+    host: str,
+    port: int,
+    family: socket.AddressFamily | None = None,
+    backlog: int = 4096,
+    *,
+    interface: str | None = None,
+) -> socket.socket:
+    """Create a non-blocking listening TCP socket bound to host:port inside `netns`.
+
+    `netns` None means the caller's namespace. `interface` names the device whose index
+    is the scope of an IPv6 link-local `host` (looked up inside the namespace). The socket
+    stays in `netns` after the calling thread has returned to its own namespace.
+    """
+    if family is None:
+        family = socket.AF_INET6 if ipaddress.ip_address(host).version == 6 else socket.AF_INET
+    if netns is None:
+        return _make_socket(host, port, family, backlog, interface)
+    try:
+        target = os.open(netns_path(netns), os.O_RDONLY | os.O_CLOEXEC)
+    except OSError as exc:
+        raise NetnsError(f"namespace {netns}: {exc.strerror}") from exc
+    try:
+        origin = os.open("/proc/thread-self/ns/net", os.O_RDONLY | os.O_CLOEXEC)
+    except OSError:
+        os.close(target)
+        raise
+    try:
+        try:
+            _setns(target)
+        except OSError as exc:
+            raise NetnsError(f"setns into {netns}: {exc.strerror}") from exc
+        try:
+            return _make_socket(host, port, family, backlog, interface)
+        except OSError as exc:
+            raise NetnsError(f"listen on {host}:{port} in {netns}: {exc}") from exc
+        finally:
+            try:
+                _setns(origin)
+            except OSError as exc:
+                # A thread stuck in a guest's namespace would open everything there next:
+                # stopping the process is the only safe answer.
+                os.write(2, f"fatal: cannot return from namespace {netns}: {exc}\n".encode())
+                os._exit(70)
+    finally:
+        os.close(target)
+        os.close(origin)
