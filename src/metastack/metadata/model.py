@@ -129,3 +129,4 @@ class Instance:
     password: str = ""  # set by the guest through the password endpoint
     vifs: tuple[Vif, ...] = field(default=())
     revision: int = 0  # store revision of the last change that touched this instance
+    boot_roles: str = ""  # comma-separated role names of the booting user (dynamic vendordata)
