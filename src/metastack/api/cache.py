@@ -1,0 +1,216 @@
+"""Per-instance document cache, invalidated by the store's change feed.
+
+Rendered documents are kept per instance (bounded, LRU) and dropped as soon as the
+change feed reports a change to the instance, one of its ports, or any network
+object. A *watcher* tells the request path cheaply whether the store moved on:
+
+- SQLite: ``PRAGMA data_version`` on a private connection changes whenever another
+  connection commits; checking it costs microseconds, so every request checks it and
+  an update is visible on the very next request, from any process on the host.
+- Other databases: a background task polls the store's revision (``poll_interval``),
+  so an update is visible within that interval on every API node.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import sqlite3
+import time
+from collections import OrderedDict
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Protocol
+
+from sqlalchemy.engine import make_url
+
+from metastack.errors import StoreUnavailable
+from metastack.metadata import Documents
+from metastack.metadata.model import Instance
+from metastack.store.base import Change, MetadataStore
+
+log = logging.getLogger(__name__)
+
+# Change resources whose effect on documents cannot be narrowed to one instance.
+_GLOBAL_RESOURCES = frozenset({"network", "subnet", "router", "project"})
+
+
+class Watcher(Protocol):
+    """Says whether the store may have changed since the last :meth:`mark_seen`."""
+
+    def maybe_changed(self) -> bool: ...
+
+    def mark_seen(self) -> None: ...
+
+    async def start(self, on_change: Callable[[], Awaitable[None]]) -> None: ...
+
+    async def stop(self) -> None: ...
+
+
+class SqliteWatcher:
+    """Per-request ``PRAGMA data_version`` check on a private read connection."""
+
+    def __init__(self, path: str) -> None:
+        self._conn = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
+        self._seen = self._read()
+
+    def _read(self) -> int:
+        row = self._conn.execute("PRAGMA data_version").fetchone()
+        return int(row[0])
+
+    def maybe_changed(self) -> bool:
+        try:
+            return self._read() != self._seen
+        except sqlite3.Error:
+            return True  # cannot tell: treat as changed, the catch-up will report the error
+
+    def mark_seen(self) -> None:
+        with contextlib.suppress(sqlite3.Error):
+            self._seen = self._read()
+
+    async def start(self, on_change: Callable[[], Awaitable[None]]) -> None:
+        return None
+
+    async def stop(self) -> None:
+        self._conn.close()
+
+
+class PollingWatcher:
+    """Polls the store's revision in the background; for client/server databases."""
+
+    def __init__(self, store: MetadataStore, interval: float) -> None:
+        self._store = store
+        self._interval = interval
+        self._dirty = False
+        self._task: asyncio.Task[None] | None = None
+
+    def maybe_changed(self) -> bool:
+        return self._dirty
+
+    def mark_seen(self) -> None:
+        self._dirty = False
+
+    async def start(self, on_change: Callable[[], Awaitable[None]]) -> None:
+        self._task = asyncio.create_task(self._poll(on_change))
+
+    async def _poll(self, on_change: Callable[[], Awaitable[None]]) -> None:
+        last: int | None = None
+        while True:
+            try:
+                revision = await asyncio.to_thread(self._store.current_revision)
+            except StoreUnavailable as exc:
+                log.warning("revision poll failed: %s", exc)
+            else:
+                if last is not None and revision != last:
+                    self._dirty = True
+                    await on_change()
+                last = revision
+            await asyncio.sleep(self._interval)
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+
+
+def make_watcher(database_url: str, store: MetadataStore, poll_interval: float) -> Watcher:
+    """Pick the watcher for a database URL: data_version for SQLite files, polling otherwise."""
+    url = make_url(database_url)
+    if url.get_backend_name() == "sqlite" and url.database not in (None, "", ":memory:"):
+        return SqliteWatcher(str(url.database))
+    return PollingWatcher(store, poll_interval)
+
+
+@dataclass(slots=True)
+class Entry:
+    instance: Instance
+    documents: Documents
+    loaded_at: float
+
+
+class DocumentCache:
+    """Bounded LRU of rendered documents per instance uuid, kept true by the change feed."""
+
+    def __init__(
+        self,
+        store: MetadataStore,
+        build: Callable[[Instance], Documents],
+        watcher: Watcher,
+        *,
+        max_entries: int,
+        max_age: float,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._store = store
+        self._build = build
+        self._watcher = watcher
+        self._max_entries = max_entries
+        self._max_age = max_age
+        self._clock = clock
+        self._entries: OrderedDict[str, Entry] = OrderedDict()
+        self._revision = 0
+        self._catching_up: asyncio.Lock | None = None
+        self.hits = 0
+        self.misses = 0
+
+    async def start(self) -> None:
+        self._catching_up = asyncio.Lock()
+        self._revision = await asyncio.to_thread(self._store.current_revision)
+        self._watcher.mark_seen()
+        await self._watcher.start(self.catch_up)
+
+    async def stop(self) -> None:
+        await self._watcher.stop()
+
+    async def get(self, uuid: str) -> Entry | None:
+        """The cached entry of an instance, loading and rendering it on a miss."""
+        if self._watcher.maybe_changed():
+            await self.catch_up()
+        entry = self._entries.get(uuid)
+        if entry is not None and (self._clock() - entry.loaded_at) < self._max_age:
+            self._entries.move_to_end(uuid)
+            self.hits += 1
+            return entry
+        self.misses += 1
+        revision_before = self._revision
+        instance = await asyncio.to_thread(self._store.load_instance, uuid)
+        if instance is None:
+            self._entries.pop(uuid, None)
+            return None
+        entry = Entry(instance, self._build(instance), self._clock())
+        # A change that landed while we were loading may not be in this snapshot's
+        # view of the cache: store the entry only if no catch-up ran meanwhile.
+        if self._max_age > 0 and revision_before == self._revision:
+            self._entries[uuid] = entry
+            self._entries.move_to_end(uuid)
+            while len(self._entries) > self._max_entries:
+                self._entries.popitem(last=False)
+        return entry
+
+    def evict(self, uuid: str) -> None:
+        self._entries.pop(uuid, None)
+
+    async def catch_up(self) -> None:
+        """Read the changes since the last seen revision and drop what they touch."""
+        assert self._catching_up is not None, "DocumentCache.start() was not awaited"
+        async with self._catching_up:
+            self._watcher.mark_seen()
+            while True:
+                changes = await asyncio.to_thread(self._store.changes_since, self._revision)
+                if not changes:
+                    return
+                self.apply(changes)
+
+    def apply(self, changes: list[Change]) -> None:
+        """Drop the entries a batch of changes touches and advance the revision."""
+        for change in changes:
+            if change.instance_id:
+                self._entries.pop(change.instance_id, None)
+            elif change.resource in _GLOBAL_RESOURCES or change.resource == "port":
+                self._entries.clear()
+            self._revision = max(self._revision, change.revision)
+
+    def __len__(self) -> int:
+        return len(self._entries)

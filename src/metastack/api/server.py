@@ -1,0 +1,165 @@
+"""`metastack api` process model: migrate, bind, then serve in one or several worker processes.
+
+The parent binds every listener (one SO_REUSEPORT socket per worker, so the kernel
+spreads connections), forks the workers and restarts any that dies; SIGTERM/SIGINT
+stop them all. With one worker the parent serves itself.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import socket
+import sys
+import time
+from collections.abc import Awaitable, Callable
+from types import FrameType
+
+from metastack.config import ApiConfig, parse_hostport
+from metastack.errors import MetastackError, StoreUnavailable
+from metastack.serve import bind_tcp, run_loop, setup_logging, start_site, wait_for_stop
+
+log = logging.getLogger("metastack.api")
+
+Listeners = dict[str, list[socket.socket]]  # api name -> one socket per worker
+STOP_GRACE_SECONDS = 10.0
+DB_RETRY_SECONDS = 2.0
+
+
+def prepare_database(config: ApiConfig, *, attempts: int | None = None) -> None:
+    """Bring the schema to the newest migration, waiting for the database to come up."""
+    from metastack.store.migrate import upgrade
+
+    tried = 0
+    while True:
+        tried += 1
+        try:
+            upgrade(config.database_url)
+            return
+        except StoreUnavailable as exc:
+            if attempts is not None and tried >= attempts:
+                raise
+            log.warning("database not ready (%s); retrying in %.0f s", exc, DB_RETRY_SECONDS)
+            time.sleep(DB_RETRY_SECONDS)
+
+
+def bind_listeners(config: ApiConfig) -> Listeners:
+    """Bind every enabled API's address once per worker."""
+    listeners: Listeners = {}
+    addresses = {"control": config.control_listen, "metadata": config.metadata_listen}
+    for api in config.enabled_apis:
+        host, port = parse_hostport(addresses[api])
+        listeners[api] = bind_tcp(host, port, config.workers)
+        bound = listeners[api][0].getsockname()
+        log.info("%s API listening on %s:%d", api, bound[0], bound[1])
+    return listeners
+
+
+async def serve_worker(config: ApiConfig, sockets: dict[str, socket.socket]) -> int:
+    """One worker: open the store, serve the apps on their sockets until told to stop."""
+    from metastack.api.control import make_control_app
+    from metastack.api.metadata_app import make_metadata_app
+    from metastack.store.sql import SqlStore
+
+    store = SqlStore(config.database_url)
+    cleanups: list[Callable[[], Awaitable[None]]] = []
+    try:
+        if "metadata" in sockets:
+            await start_site(make_metadata_app(config, store), sockets["metadata"], cleanups)
+        if "control" in sockets:
+            await start_site(make_control_app(config, store), sockets["control"], cleanups)
+        await wait_for_stop()
+    finally:
+        for cleanup in reversed(cleanups):
+            await cleanup()
+        store.close()
+    return 0
+
+
+class _Stop(Exception):
+    pass
+
+
+def _raise_stop(signum: int, frame: FrameType | None) -> None:
+    raise _Stop
+
+
+def _spawn(config: ApiConfig, listeners: Listeners, index: int) -> int:
+    pid = os.fork()
+    if pid:
+        return pid
+    code = 1
+    try:  # the child: default signals, its own sockets, its own event loop
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        signal.signal(signal.SIGINT, signal.SIG_DFL)
+        sockets = {api: socks[index] for api, socks in listeners.items()}
+        code = run_loop(lambda: serve_worker(config, sockets))
+    except BaseException:
+        log.exception("worker %d failed", index)
+    finally:
+        os._exit(code)
+
+
+def supervise(config: ApiConfig, listeners: Listeners) -> int:
+    """Fork the workers, restart the ones that die, stop them all on SIGTERM/SIGINT."""
+    workers: dict[int, int] = {}  # pid -> worker index
+    started: dict[int, float] = {}
+    previous = {s: signal.signal(s, _raise_stop) for s in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        for index in range(config.workers):
+            pid = _spawn(config, listeners, index)
+            workers[pid] = index
+            started[index] = time.monotonic()
+        while True:
+            pid, status = os.wait()
+            if pid not in workers:
+                continue
+            index = workers.pop(pid)
+            log.warning("worker %d (pid %d) exited with status %d; restarting", index, pid, status)
+            if time.monotonic() - started[index] < 1.0:
+                time.sleep(1.0)  # a worker that dies at once would otherwise spin
+            pid = _spawn(config, listeners, index)
+            workers[pid] = index
+            started[index] = time.monotonic()
+    except _Stop:
+        log.info("stopping %d workers", len(workers))
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+        _stop_workers(workers)
+    return 0
+
+
+def _stop_workers(workers: dict[int, int]) -> None:
+    for pid in workers:
+        try:
+            os.kill(pid, signal.SIGTERM)
+        except ProcessLookupError:
+            continue
+    deadline = time.monotonic() + STOP_GRACE_SECONDS
+    remaining = set(workers)
+    while remaining and time.monotonic() < deadline:
+        for pid in list(remaining):
+            done, _ = os.waitpid(pid, os.WNOHANG)
+            if done:
+                remaining.discard(pid)
+        time.sleep(0.05)
+    for pid in remaining:
+        os.kill(pid, signal.SIGKILL)
+        os.waitpid(pid, 0)
+
+
+def run(config: ApiConfig) -> int:
+    """Entry point of `metastack api`."""
+    setup_logging()
+    try:
+        prepare_database(config)
+        listeners = bind_listeners(config)
+    except (MetastackError, OSError) as exc:
+        print(f"metastack api: {exc}", file=sys.stderr)
+        return 1
+    if config.workers == 1:
+        sockets = {api: socks[0] for api, socks in listeners.items()}
+        return run_loop(lambda: serve_worker(config, sockets))
+    return supervise(config, listeners)
