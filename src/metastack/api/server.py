@@ -153,6 +153,17 @@ def _stop_workers(workers: dict[int, int]) -> None:
 def run(config: ApiConfig) -> int:
     """Entry point of `metastack api`."""
     setup_logging()
+    if (
+        "metadata" in config.enabled_apis
+        and config.service_metadata_proxy
+        and not config.metadata_proxy_shared_secret
+    ):
+        print(
+            "metastack api: api.metadata_proxy_shared_secret is empty; set the secret the "
+            "metadata agents sign with (there is no default)",
+            file=sys.stderr,
+        )
+        return 2
     try:
         prepare_database(config)
         listeners = bind_listeners(config)
