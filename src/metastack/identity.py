@@ -27,7 +27,10 @@ GUEST_FORBIDDEN_PREFIXES = (
 
 def sign_instance_id(secret: str, instance_id: str) -> str:
     """Lower-case hex HMAC-SHA256 of the instance id keyed with the shared secret."""
-    return hmac.new(secret.encode(), instance_id.encode(), hashlib.sha256).hexdigest()
+    # surrogateescape: header values decoded from arbitrary bytes still sign (and fail) cleanly
+    key = secret.encode("utf-8", "surrogateescape")
+    message = instance_id.encode("utf-8", "surrogateescape")
+    return hmac.new(key, message, hashlib.sha256).hexdigest()
 
 
 def verify_instance_id(secret: str, instance_id: str, signature: str) -> bool:
@@ -35,4 +38,4 @@ def verify_instance_id(secret: str, instance_id: str, signature: str) -> bool:
     if not signature:
         return False
     expected = sign_instance_id(secret, instance_id)
-    return hmac.compare_digest(expected.encode(), signature.encode("utf-8", "replace"))
+    return hmac.compare_digest(expected.encode(), signature.encode("utf-8", "surrogateescape"))
