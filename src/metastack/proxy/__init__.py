@@ -1,0 +1,1 @@
+"""The namespace metadata proxy: one process, a listener per namespace, forwarding to the agent."""

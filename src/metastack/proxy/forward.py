@@ -1,0 +1,86 @@
+"""The proxy's request handler: rewrite the guest's request, send it to the agent, relay."""
+
+from __future__ import annotations
+
+from metastack.errors import UpstreamUnavailable
+from metastack.proxy.headers import IdentityKind, downstream_headers, upstream_headers
+from metastack.proxy.http import REASONS, Request, Response, error_response
+from metastack.proxy.upstream import AgentClient, UpstreamBroken, UpstreamTimeout
+
+IDEMPOTENT = frozenset({b"GET", b"HEAD", b"OPTIONS", b"PUT", b"DELETE", b"TRACE"})
+_BODY_METHODS = frozenset({b"POST", b"PUT", b"PATCH"})
+DEFAULT_HOST = b"169.254.169.254"
+
+
+def serialize_request(request: Request, headers: list[tuple[bytes, bytes]]) -> bytes:
+    """The HTTP/1.1 request sent to the agent: head and body in one buffer."""
+    parts = [b"%s %s HTTP/1.1\r\n" % (request.method, request.target)]
+    has_host = False
+    for name, value in headers:
+        parts.append(b"%s: %s\r\n" % (name, value))
+        has_host = has_host or name.lower() == b"host"
+    if not has_host:
+        parts.append(b"Host: %s\r\n" % DEFAULT_HOST)
+    if request.body or request.method in _BODY_METHODS:
+        parts.append(b"Content-Length: %d\r\n" % len(request.body))
+    parts.append(b"\r\n")
+    parts.append(request.body)
+    return b"".join(parts)
+
+
+class Forwarder:
+    """Forwards requests of any listener to the agent; one per process."""
+
+    def __init__(
+        self, client: AgentClient, *, upstream_timeout: float, long_poll_timeout: float
+    ) -> None:
+        self.client = client
+        self.upstream_timeout = upstream_timeout
+        self.long_poll_timeout = long_poll_timeout
+
+    def timeout_for(self, request: Request) -> float:
+        """Long-poll requests (GCE-style `wait_for_change=true`) may outlive normal ones."""
+        _, _, query = request.target.partition(b"?")
+        if b"wait_for_change=true" in query.lower():
+            return self.long_poll_timeout
+        return self.upstream_timeout
+
+    async def forward(
+        self, request: Request, peer: str, kind: IdentityKind, ident: str
+    ) -> Response:
+        """Send the guest's request, stamped with its identity, and relay the answer."""
+        headers = upstream_headers(request.headers, peer, kind, ident)
+        data = serialize_request(request, headers)
+        is_head = request.method == b"HEAD"
+        try:
+            up = await self.client.request(
+                data,
+                is_head=is_head,
+                timeout=self.timeout_for(request),
+                retry=request.method in IDEMPOTENT,
+            )
+        except UpstreamTimeout:
+            return error_response(504, "metadata agent timed out")
+        except UpstreamBroken:
+            return error_response(502, "metadata agent sent no valid response")
+        except UpstreamUnavailable:
+            return error_response(503, "metadata agent unavailable")
+        out = downstream_headers(up.headers)
+        if is_head:
+            # No body to count: the agent's length is the one the guest must see.
+            out += [(n, v) for n, v in up.headers if n.lower() == b"content-length"]
+        return Response(up.status, up.reason or REASONS.get(up.status, b""), out, up.body)
+
+
+class ListenerHandler:
+    """The handler of one listener: the forwarder plus that listener's identity."""
+
+    __slots__ = ("forwarder", "ident", "kind")
+
+    def __init__(self, forwarder: Forwarder, kind: IdentityKind, ident: str) -> None:
+        self.forwarder = forwarder
+        self.kind: IdentityKind = kind
+        self.ident = ident
+
+    async def __call__(self, request: Request, peer: str) -> Response:
+        return await self.forwarder.forward(request, peer, self.kind, self.ident)

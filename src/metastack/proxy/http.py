@@ -1,0 +1,335 @@
+"""A lean HTTP/1.1 server protocol (httptools) for the guest side and the control socket.
+
+Each request is parsed completely (head and body, within limits), handed to an async
+handler, and its response written in a single `write` (status, headers and body), so
+Nagle and delayed ACKs never add 40 ms to keep-alive clients.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import contextlib
+import logging
+import socket
+from dataclasses import dataclass, field
+from typing import Protocol, cast
+
+import httptools
+
+from metastack.proxy.headers import Headers
+
+log = logging.getLogger(__name__)
+
+REASONS = {
+    200: b"OK",
+    201: b"Created",
+    400: b"Bad Request",
+    404: b"Not Found",
+    405: b"Method Not Allowed",
+    408: b"Request Timeout",
+    409: b"Conflict",
+    413: b"Content Too Large",
+    422: b"Unprocessable Content",
+    431: b"Request Header Fields Too Large",
+    500: b"Internal Server Error",
+    502: b"Bad Gateway",
+    503: b"Service Unavailable",
+    504: b"Gateway Timeout",
+}
+_MAX_PIPELINED = 16
+
+
+@dataclass(slots=True)
+class Request:
+    method: bytes
+    target: bytes
+    version: str
+    headers: Headers
+    body: bytes
+    keep_alive: bool
+
+
+@dataclass(slots=True)
+class Response:
+    status: int
+    reason: bytes
+    headers: Headers = field(default_factory=list)
+    body: bytes = b""
+    close: bool = False
+    # Hook for hop-limited replies (session tokens): IP TTL / hop limit of this reply only.
+    ip_ttl: int | None = None
+
+
+class Handler(Protocol):
+    async def __call__(self, request: Request, peer: str) -> Response: ...
+
+
+@dataclass(frozen=True, slots=True)
+class Limits:
+    max_header_bytes: int = 16384
+    max_headers: int = 100
+    max_body_bytes: int = 1 << 20
+    header_timeout: float = 10.0
+    keepalive_timeout: float = 30.0
+
+
+def error_response(status: int, message: str, *, close: bool = False) -> Response:
+    """A short text/plain response."""
+    body = message.encode() + b"\n"
+    return Response(
+        status,
+        REASONS.get(status, b"Error"),
+        [(b"Content-Type", b"text/plain; charset=utf-8")],
+        body,
+        close,
+    )
+
+
+class _Reject(Exception):
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+def _set_hop_limit(sock: socket.socket, hops: int | None) -> None:
+    """Set the TTL / hop limit of what `sock` sends next; None restores the default (-1)."""
+    value = -1 if hops is None else hops
+    if sock.family == socket.AF_INET6:
+        sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_UNICAST_HOPS, value)
+    # Also for dual-stack IPv6 sockets: their IPv4-mapped peers are governed by IP_TTL.
+    with contextlib.suppress(OSError):
+        sock.setsockopt(socket.IPPROTO_IP, socket.IP_TTL, value)
+
+
+class HttpProtocol(asyncio.Protocol):
+    """One guest (or control) connection: parse, dispatch in order, respond, keep alive."""
+
+    def __init__(
+        self, handler: Handler, limits: Limits, connections: set[HttpProtocol] | None = None
+    ) -> None:
+        self.handler = handler
+        self.limits = limits
+        self.connections = connections
+        self.loop = asyncio.get_running_loop()
+        self.transport: asyncio.Transport | None = None
+        self.peer = ""
+        self.parser = httptools.HttpRequestParser(self)
+        self.queue: collections.deque[Request] = collections.deque()
+        self.task: asyncio.Task[None] | None = None
+        self.timer: asyncio.TimerHandle | None = None
+        self.in_message = False
+        self.closing = False
+        self.write_paused = False
+        self._reset_message()
+
+    def _reset_message(self) -> None:
+        self.url = b""
+        self.headers: Headers = []
+        self.head_bytes = 0
+        self.body: list[bytes] = []
+        self.body_bytes = 0
+
+    # -- asyncio callbacks -------------------------------------------------------------
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        # uvloop's transports do not subclass asyncio.Transport; they implement it.
+        self.transport = cast(asyncio.Transport, transport)
+        peername = transport.get_extra_info("peername")
+        if isinstance(peername, tuple):
+            self.peer = str(peername[0])
+            sock = transport.get_extra_info("socket")
+            if sock is not None:
+                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        if self.connections is not None:
+            self.connections.add(self)
+        self._arm(self.limits.header_timeout)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.closing = True
+        self._disarm()
+        if self.task is not None:
+            self.task.cancel()
+        if self.connections is not None:
+            self.connections.discard(self)
+
+    def data_received(self, data: bytes) -> None:
+        if self.closing:
+            return
+        try:
+            self.parser.feed_data(data)
+        except httptools.HttpParserCallbackError as exc:
+            cause = exc.__context__
+            if isinstance(cause, _Reject):
+                self._abort(cause.status, str(cause))
+            else:
+                log.exception("request parser callback failed")
+                self._abort(500, "internal error")
+        except httptools.HttpParserUpgrade:
+            self._abort(400, "upgrade and CONNECT are not supported")
+        except httptools.HttpParserError as exc:
+            self._abort(400, f"malformed request: {exc}")
+
+    def pause_writing(self) -> None:
+        self.write_paused = True
+
+    def resume_writing(self) -> None:
+        self.write_paused = False
+        self._next()
+
+    # -- httptools callbacks -----------------------------------------------------------
+    def on_message_begin(self) -> None:
+        self.in_message = True
+        self._reset_message()
+        self._arm(self.limits.header_timeout)
+
+    def on_url(self, url: bytes) -> None:
+        self.url += url
+        self._count_head(len(url))
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        self.headers.append((name, value))
+        self._count_head(len(name) + len(value) + 4)
+        if len(self.headers) > self.limits.max_headers:
+            raise _Reject(431, "too many header fields")
+
+    def _count_head(self, size: int) -> None:
+        self.head_bytes += size
+        if self.head_bytes > self.limits.max_header_bytes:
+            raise _Reject(431, "request head too large")
+
+    def on_headers_complete(self) -> None:
+        expect = False
+        for name, value in self.headers:
+            lower = name.lower()
+            if lower == b"content-length":
+                if not value.strip().isdigit():
+                    raise _Reject(400, "invalid Content-Length")
+                if int(value) > self.limits.max_body_bytes:
+                    raise _Reject(413, "request body too large")
+            elif lower == b"expect" and value.lower() == b"100-continue":
+                expect = True
+        if expect and self.transport is not None:
+            self.transport.write(b"HTTP/1.1 100 Continue\r\n\r\n")
+
+    def on_body(self, body: bytes) -> None:
+        self.body_bytes += len(body)
+        if self.body_bytes > self.limits.max_body_bytes:
+            raise _Reject(413, "request body too large")
+        self.body.append(body)
+
+    def on_message_complete(self) -> None:
+        self.in_message = False
+        self._disarm()
+        request = Request(
+            self.parser.get_method(),
+            self.url,
+            self.parser.get_http_version(),
+            self.headers,
+            b"".join(self.body),
+            self.parser.should_keep_alive(),
+        )
+        self._reset_message()
+        self.queue.append(request)
+        if len(self.queue) >= _MAX_PIPELINED and self.transport is not None:
+            self.transport.pause_reading()
+        self._next()
+
+    # -- dispatch ----------------------------------------------------------------------
+    def _next(self) -> None:
+        if self.task is None and self.queue and not self.write_paused and not self.closing:
+            self.task = self.loop.create_task(self._dispatch(self.queue.popleft()))
+
+    async def _dispatch(self, request: Request) -> None:
+        try:
+            response = await self.handler(request, self.peer)
+        except asyncio.CancelledError:
+            return
+        except Exception:
+            log.exception("handler failed for %s %r", request.method.decode(), request.target)
+            response = error_response(500, "internal error", close=True)
+        self.task = None
+        self.write(response, request)
+        if self.transport is not None and not self.closing:
+            if len(self.queue) < _MAX_PIPELINED:
+                self.transport.resume_reading()
+            if self.queue:
+                self._next()
+            elif not self.in_message:
+                self._arm(self.limits.keepalive_timeout)
+
+    def write(self, response: Response, request: Request | None) -> None:
+        """Send one complete response; close afterwards unless the connection stays alive."""
+        transport = self.transport
+        if transport is None or transport.is_closing():
+            return
+        keep_alive = (
+            request is not None and request.keep_alive and not response.close and not self.closing
+        )
+        status = response.status
+        parts = [b"HTTP/1.1 %d %s\r\n" % (status, response.reason)]
+        has_length = False
+        for name, value in response.headers:
+            parts.append(b"%s: %s\r\n" % (name, value))
+            has_length = has_length or name.lower() == b"content-length"
+        bodyless = status < 200 or status in (204, 304)
+        is_head = request is not None and request.method == b"HEAD"
+        if not bodyless and not (is_head and has_length):
+            parts.append(b"Content-Length: %d\r\n" % len(response.body))
+        if not keep_alive:
+            parts.append(b"Connection: close\r\n")
+        elif request is not None and request.version == "1.0":
+            parts.append(b"Connection: keep-alive\r\n")
+        parts.append(b"\r\n")
+        if not bodyless and not is_head:
+            parts.append(response.body)
+        sock = transport.get_extra_info("socket") if response.ip_ttl is not None else None
+        if sock is not None:
+            _set_hop_limit(sock, response.ip_ttl)
+        transport.write(b"".join(parts))
+        if sock is not None:
+            # The reply was handed to the kernel by write() (or is buffered and will go
+            # out with whatever TTL is current then); later replies use the default.
+            _set_hop_limit(sock, None)
+        if not keep_alive:
+            self.closing = True
+            self._disarm()
+            transport.close()
+
+    def _abort(self, status: int, message: str) -> None:
+        """Reject the request being read and close once earlier responses are out."""
+        self.closing = True
+        self.queue.clear()
+        if self.task is None:
+            # Nothing in flight: answer now. Otherwise the in-flight reply goes first and
+            # the connection closes after it.
+            self.write(error_response(status, message, close=True), None)
+        self._disarm()
+
+    # -- timers ------------------------------------------------------------------------
+    def _arm(self, delay: float) -> None:
+        if self.timer is not None:
+            self.timer.cancel()
+        self.timer = self.loop.call_later(delay, self._timeout)
+
+    def _disarm(self) -> None:
+        if self.timer is not None:
+            self.timer.cancel()
+            self.timer = None
+
+    def _timeout(self) -> None:
+        self.timer = None
+        if self.task is not None or self.transport is None:
+            return
+        if self.in_message:
+            self._abort(408, "request not received in time")
+        else:
+            self.closing = True
+            self.transport.close()
+
+    def close_if_idle(self) -> bool:
+        """Close now if no request is being read or handled; else close after the reply."""
+        if self.task is None and not self.in_message and self.transport is not None:
+            self.transport.close()
+            return True
+        self.closing = True
+        return False
