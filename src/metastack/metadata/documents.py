@@ -95,7 +95,9 @@ class Documents:
             if len(path) <= _MEMO_MAX_PATH and len(self._by_path) < _MEMO_MAX_ENTRIES:
                 self._by_path[path] = entry
         if isinstance(entry, _ByRequestAddress):
-            return Document(TEXT_PLAIN, str(request_address).encode("utf-8"), cacheable=False)
+            # The address comes from a request header: never let its encoding fail a lookup.
+            body = str(request_address).encode("utf-8", "backslashreplace")
+            return Document(TEXT_PLAIN, body, cacheable=False)
         return entry
 
     def _resolve(self, path: str) -> _Entry:

@@ -173,6 +173,11 @@ def test_local_ipv4_falls_back_to_request_address(make_documents) -> None:
     )
 
 
+def test_local_ipv4_odd_request_address(make_documents) -> None:
+    result = make_documents().lookup("/latest/meta-data/local-ipv4", "a\udcff")
+    assert result == Document(TEXT_PLAIN, b"a\\udcff", cacheable=False)
+
+
 def test_local_ipv4_skips_ipv6(make_documents, make_instance, make_vif) -> None:
     v6 = make_vif(port_id="v6", address="2001:db8::5", cidr="2001:db8::/64", ip_version=6)
     v4 = make_vif(port_id="v4", address="192.168.7.7", cidr="192.168.7.0/24")
