@@ -1,0 +1,1 @@
+"""The metadata agent: unix-socket server, instance lookup and cache, upstream forwarding."""

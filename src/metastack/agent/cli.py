@@ -1,0 +1,60 @@
+"""`metastack agent`: serve the metadata agent on its unix socket."""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+
+import click
+
+from metastack.agent.config import load_agent_config
+from metastack.errors import ConfigError
+
+
+@click.command("agent")
+@click.option("--config", "config_path", type=click.Path(dir_okay=False), help="TOML config file.")
+@click.option("--socket", "metadata_proxy_socket", help="Unix socket path the proxies connect to.")
+@click.option(
+    "--socket-mode",
+    "metadata_proxy_socket_mode",
+    type=click.Choice(["deduce", "user", "group", "all"]),
+    help="Socket permissions: 0644 user, 0664 group, 0666 all.",
+)
+@click.option("--backlog", "metadata_backlog", type=int, help="Listen backlog of the socket.")
+@click.option(
+    "--endpoint",
+    "metadata_endpoints",
+    multiple=True,
+    help="Metadata API base URL; repeat for failover. Overrides nova_metadata_host/port.",
+)
+@click.option("--nova-metadata-host", help="Metadata API host.")
+@click.option("--nova-metadata-port", type=int, help="Metadata API port.")
+@click.option("--control-url", help="Control API base URL (lookups and change feed).")
+@click.option("--upstream-timeout", type=float, help="Seconds before a request is answered 503.")
+@click.option("--cache-expiration", type=float, help="Lookup cache TTL in seconds; 0 = off.")
+@click.option("--log-level", default="INFO", show_default=True, help="Python logging level.")
+def agent_command(config_path: str | None, log_level: str, **flags: object) -> None:
+    """Serve the metadata agent: proxies in, signed requests to the metadata API out.
+
+    The shared secret and the admin token are read from the config file or from
+    METASTACK_AGENT_METADATA_PROXY_SHARED_SECRET / METASTACK_AGENT_ADMIN_TOKEN, never flags
+    (a flag shows in every process listing).
+    """
+    # Unset flags (None, or an empty tuple for the repeatable one) leave file and env alone.
+    overrides = {
+        key: list(value) if isinstance(value, tuple) else value
+        for key, value in flags.items()
+        if value not in (None, ())
+    }
+    try:
+        config = load_agent_config(config_path, os.environ, overrides)
+    except ConfigError as exc:
+        click.echo(f"metastack agent: {exc}", err=True)
+        sys.exit(2)
+    logging.basicConfig(
+        level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    from metastack.agent.server import run
+
+    sys.exit(run(config))

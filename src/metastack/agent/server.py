@@ -1,0 +1,160 @@
+"""Agent lifecycle: the unix socket, the pooled client session, the feed task, shutdown."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import errno
+import logging
+import os
+import signal
+import socket
+import stat
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+
+import aiohttp
+from aiohttp import web
+
+from metastack.agent.app import make_handler
+from metastack.agent.cache import LookupCache
+from metastack.agent.config import AgentConfig
+from metastack.agent.control import ControlClient
+from metastack.agent.feed import follow_changes
+from metastack.agent.forward import Forwarder, make_ssl_context
+from metastack.agent.resolve import Resolver
+from metastack.errors import ConfigError
+
+log = logging.getLogger(__name__)
+
+
+def _remove_stale(path: str) -> None:
+    try:
+        mode = os.lstat(path).st_mode
+    except FileNotFoundError:
+        return
+    if not stat.S_ISSOCK(mode):
+        raise ConfigError(f"{path} exists and is not a socket; not removing it")
+    probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        probe.connect(path)
+    except (ConnectionRefusedError, FileNotFoundError):
+        os.unlink(path)  # left behind by an agent that is gone
+        return
+    finally:
+        probe.close()
+    raise ConfigError(f"{path}: another process is serving this socket")
+
+
+def bind_unix_socket(path: str, mode: int, backlog: int) -> socket.socket:
+    """Create the directory, replace a stale socket, bind, chmod, then listen(backlog).
+
+    The mode is applied before listen(), so no proxy can connect under the umask's mode.
+    """
+    os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
+    _remove_stale(path)
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        sock.bind(path)
+        os.chmod(path, mode)
+        sock.listen(backlog)
+        sock.setblocking(False)
+    except OSError as exc:
+        sock.close()
+        if exc.errno == errno.EADDRINUSE:
+            raise ConfigError(f"{path}: address in use") from None
+        raise
+    return sock
+
+
+@dataclass(slots=True)
+class RunningAgent:
+    """What a started agent exposes to its caller (tests read the cache statistics)."""
+
+    path: str
+    cache: LookupCache
+
+
+@contextlib.asynccontextmanager
+async def running(config: AgentConfig) -> AsyncIterator[RunningAgent]:
+    """Serve on the configured socket until the context exits; then clean up in reverse."""
+    endpoints = config.endpoints()
+    ssl_context = (
+        make_ssl_context(config) if any(url.startswith("https:") for url in endpoints) else None
+    )
+    cache = LookupCache(config.cache_expiration, config.cache_size)
+    sock = bind_unix_socket(
+        config.metadata_proxy_socket, config.socket_mode(), config.metadata_backlog
+    )
+    inode = os.lstat(config.metadata_proxy_socket).st_ino
+    session = aiohttp.ClientSession(
+        connector=aiohttp.TCPConnector(limit=1024, limit_per_host=512),
+        timeout=aiohttp.ClientTimeout(total=None, sock_connect=config.upstream_connect_timeout),
+        auto_decompress=False,  # relay bodies as the API sent them
+    )
+    control = ControlClient(session, config.control_url, config.admin_token)
+    handler = make_handler(
+        Resolver(control, cache),
+        Forwarder(session, endpoints, ssl_context),
+        config.metadata_proxy_shared_secret,
+        config.upstream_timeout,
+    )
+    runner = web.ServerRunner(
+        web.Server(handler, access_log=None), handle_signals=False, shutdown_timeout=5.0
+    )
+    feed: asyncio.Task[None] | None = None
+    try:
+        await runner.setup()
+        site = web.SockSite(runner, sock, backlog=config.metadata_backlog)
+        await site.start()
+        if cache.enabled:
+            feed = asyncio.create_task(follow_changes(control, cache, config.feed_wait))
+        log.info("metadata agent listening on %s", config.metadata_proxy_socket)
+        yield RunningAgent(config.metadata_proxy_socket, cache)
+    finally:
+        if feed is not None:
+            feed.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await feed
+        await runner.cleanup()
+        await session.close()
+        sock.close()
+        _unlink_if_ours(config.metadata_proxy_socket, inode)
+
+
+def _unlink_if_ours(path: str, inode: int) -> None:
+    # A newer agent may already have replaced the file; leave its socket alone.
+    with contextlib.suppress(FileNotFoundError):
+        if os.lstat(path).st_ino == inode:
+            os.unlink(path)
+
+
+async def serve(config: AgentConfig) -> None:
+    """Serve until SIGTERM or SIGINT."""
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, stop.set)
+    try:
+        async with running(config):
+            await stop.wait()
+    finally:
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            loop.remove_signal_handler(signum)
+
+
+def run(config: AgentConfig) -> int:
+    """Process entry point: uvloop when installed; exit code 0, or 1 if it cannot start."""
+    try:
+        import uvloop
+
+        loop_factory = uvloop.new_event_loop
+    except ImportError:
+        loop_factory = None
+    try:
+        with asyncio.Runner(loop_factory=loop_factory) as runner:
+            runner.run(serve(config))
+    except (ConfigError, OSError) as exc:
+        log.error("metastack agent: cannot start: %s", exc)
+        return 1
+    return 0

@@ -1,0 +1,100 @@
+"""Who is asking: the proxy's headers parsed into a lookup key (pure, spec B.2)."""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from metastack import identity
+from metastack.errors import InvalidInput
+
+# Network and router ids end up in control API URLs; anything else is refused up front.
+_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}")
+
+
+@dataclass(frozen=True, slots=True)
+class Source:
+    """The guest as the lookup sees it: by fixed IP, or by MAC for IPv6 link-local."""
+
+    ip_address: str | None = None
+    mac_address: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Origin:
+    """One request's identity input: the guest source and where the proxy saw it."""
+
+    forwarded_for: str
+    source: Source
+    network_id: str | None
+    router_id: str | None
+
+    def place(self) -> str:
+        """`network <id>` or `router <id>`, as in the upstream 404 message."""
+        if self.network_id is not None:
+            return f"network {self.network_id}"
+        return f"router {self.router_id}"
+
+
+def _single(name: str, values: Sequence[str]) -> str | None:
+    if not values:
+        return None
+    if len(values) > 1:
+        raise InvalidInput(f"{name} given {len(values)} times; exactly one is allowed.")
+    return values[0].strip()
+
+
+def _checked_id(name: str, value: str | None) -> str | None:
+    if value is not None and not _ID.fullmatch(value):
+        raise InvalidInput(f"{name} is not a valid id.")
+    return value
+
+
+def parse_origin(
+    forwarded_for: Sequence[str], network_ids: Sequence[str], router_ids: Sequence[str]
+) -> Origin:
+    """Validate the proxy's headers (each given as all its values); InvalidInput -> 400."""
+    network_id = _checked_id(identity.NETWORK_ID, _single(identity.NETWORK_ID, network_ids))
+    router_id = _checked_id(identity.ROUTER_ID, _single(identity.ROUTER_ID, router_ids))
+    if network_id is not None and router_id is not None:
+        # A guest-injected id next to the proxy's one: never guess which is real (LP #1865036).
+        raise InvalidInput(f"Both network {network_id} and router {router_id} defined.")
+    if network_id is None and router_id is None:
+        raise InvalidInput(
+            f"Either {identity.NETWORK_ID} or {identity.ROUTER_ID} header is required."
+        )
+    value = _single(identity.FORWARDED_FOR, forwarded_for)
+    if value is None:
+        raise InvalidInput(f"{identity.FORWARDED_FOR} header is missing.")
+    return Origin(value, parse_forwarded_for(value), network_id, router_id)
+
+
+def parse_forwarded_for(value: str) -> Source:
+    """One address: IPv4-mapped IPv6 -> dotted IPv4; IPv6 link-local -> MAC (EUI-64)."""
+    text = value.strip()
+    if "," in text:
+        raise InvalidInput(f"{identity.FORWARDED_FOR} must hold one address, got {value!r}.")
+    try:
+        address = ipaddress.ip_address(text)
+    except ValueError:
+        raise InvalidInput(f"{identity.FORWARDED_FOR} is not an IP address: {value!r}.") from None
+    if isinstance(address, ipaddress.IPv6Address):
+        if address.ipv4_mapped is not None:
+            return Source(ip_address=str(address.ipv4_mapped))
+        if address.is_link_local:
+            # A non-EUI-64 (privacy or random) interface id has no MAC: nothing can match.
+            return Source(mac_address=mac_from_eui64(address))
+        # Drop a zone id: fixed IPs are stored without one.
+        return Source(ip_address=str(ipaddress.IPv6Address(int(address))))
+    return Source(ip_address=str(address))
+
+
+def mac_from_eui64(address: ipaddress.IPv6Address) -> str | None:
+    """The MAC behind a modified EUI-64 interface id (RFC 4291 appendix A), else None."""
+    iid = address.packed[8:]
+    if iid[3:5] != b"\xff\xfe":
+        return None
+    mac = bytes([iid[0] ^ 0x02]) + iid[1:3] + iid[5:8]
+    return ":".join(f"{byte:02x}" for byte in mac)
