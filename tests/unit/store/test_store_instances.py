@@ -103,7 +103,7 @@ def test_duplicate_uuid_or_ip_writes_nothing(sql_store: SqlStore) -> None:
     before = sql_store.current_revision()
     with pytest.raises(Conflict, match="uuid"):
         sql_store.create_instance(_spec(network_id))
-    with pytest.raises(Conflict, match="10.0.0.77"):
+    with pytest.raises(Conflict, match=r"10\.0\.0\.77"):
         sql_store.create_instance(
             _spec(
                 network_id,

@@ -86,7 +86,7 @@ def test_port_addresses_allocated_checked_and_unique(sql_store: SqlStore) -> Non
         PortCreate(network_id=network_id, fixed_ips=[FixedIpSpec(subnet_id=subnet_id)])
     )
     assert second.fixed_ips[0].ip_address == "10.0.0.3"
-    with pytest.raises(Conflict, match="10.0.0.3"):
+    with pytest.raises(Conflict, match=r"10\.0\.0\.3"):
         sql_store.create_port(
             PortCreate(network_id=network_id, fixed_ips=[FixedIpSpec(ip_address="10.0.0.3")])
         )
