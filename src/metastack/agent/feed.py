@@ -67,5 +67,6 @@ async def follow_changes(
             if failures == 0:
                 log.warning("change feed unavailable, lookup cache bypassed: %s", exc)
             cache.set_live(False, clock())
+            poll_wait = 0  # the first answer after an outage should not wait for a change
             await asyncio.sleep(RETRY_DELAYS[min(failures, len(RETRY_DELAYS) - 1)])
             failures += 1

@@ -128,9 +128,6 @@ class FakeControl:
 
     async def _ports(self, request: web.Request) -> web.Response:
         self.lookups.append(request.path_qs)
-        if self.lookup_gate is not None:
-            self.lookup_arrived.set()
-            await self.lookup_gate.wait()
         networks = set(request.query.getall("network_id", []))
         ip = request.query.get("ip_address")
         mac = request.query.get("mac_address")
@@ -142,7 +139,11 @@ class FakeControl:
             and (mac is None or port["mac_address"] == mac)
         ]
         # Deep copy, so later edits of the fake do not reach an answer already made.
-        return web.json_response({"ports": json.loads(json.dumps(found))})
+        answer = {"ports": json.loads(json.dumps(found))}
+        if self.lookup_gate is not None:
+            self.lookup_arrived.set()
+            await self.lookup_gate.wait()
+        return web.json_response(answer)
 
     async def _router(self, request: web.Request) -> web.Response:
         self.lookups.append(request.path_qs)
