@@ -193,6 +193,10 @@ class Lab:
         self._add_netns(netns)
         return netns
 
+    def planned(self) -> list[Step]:
+        """Steps planned and not yet applied."""
+        return list(self._pending)
+
     def apply(self) -> None:
         """Create everything planned since the last apply()."""
         steps, self._pending = self._pending, []

@@ -165,7 +165,9 @@ class HttpProtocol(asyncio.Protocol):
                 log.exception("request parser callback failed")
                 self._abort(500, "internal error")
         except httptools.HttpParserUpgrade:
-            self._abort(400, "upgrade and CONNECT are not supported")
+            # The request itself was complete and is answered normally; what follows it
+            # would be another protocol, so the connection ends after the reply.
+            self._abort(400, "protocol upgrades are not supported")
         except httptools.HttpParserError as exc:
             self._abort(400, f"malformed request: {exc}")
 
@@ -198,6 +200,8 @@ class HttpProtocol(asyncio.Protocol):
             raise _Reject(431, "request head too large")
 
     def on_headers_complete(self) -> None:
+        if self.parser.get_method() == b"CONNECT":
+            raise _Reject(405, "CONNECT is not supported")
         expect = False
         for name, value in self.headers:
             lower = name.lower()
