@@ -14,6 +14,7 @@ from metastack.netns.plan import (
     DeleteNetns,
     FirewallRule,
     LinkUp,
+    Step,
     Sysctl,
     compile_plan,
     metadata_redirect_rules,
@@ -21,7 +22,7 @@ from metastack.netns.plan import (
 
 
 def test_phases_and_batching() -> None:
-    steps = [
+    steps: list[Step] = [
         AddRoute("g1", "default", via="10.0.0.1"),
         AddAddress("g1", "eth0", "10.0.0.5/24"),
         AddVeth("fab", "p1", "g1", "eth0"),
