@@ -71,7 +71,7 @@ def world(lab: Lab, workdir: Path, procs: Processes) -> Iterator[World]:
 
 def add(world: World, **spec: object) -> int:
     status, _ = control(world.ctl, "POST", "/listeners", spec)
-    return status
+    return int(status)
 
 
 @pytest.fixture(scope="module")

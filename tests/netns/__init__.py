@@ -1,0 +1,1 @@
+"""Root tier: the proxy in real network namespaces."""
