@@ -2,12 +2,9 @@
 
 from __future__ import annotations
 
-import http.client
-import json
 import os
 import secrets
 import shutil
-import socket
 import subprocess
 import sys
 import time
@@ -18,6 +15,7 @@ from typing import Any
 import pytest
 
 from metastack.lab import Lab
+from metastack.proxy.client import ControlClient
 
 HERE = Path(__file__).parent
 METASTACK = Path(sys.executable).parent / "metastack"
@@ -108,28 +106,9 @@ def start_agent(procs: Processes, workdir: Path) -> subprocess.Popen[bytes]:
     return proc
 
 
-class _UnixConnection(http.client.HTTPConnection):
-    def __init__(self, path: str) -> None:
-        super().__init__("localhost", timeout=10)
-        self.unix_path = path
-
-    def connect(self) -> None:
-        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        sock.settimeout(10)
-        sock.connect(self.unix_path)
-        self.sock = sock
-
-
 def control(path: Path, method: str, url: str, body: Any = None) -> tuple[int, Any]:
     """Call the proxy's control API."""
-    conn = _UnixConnection(str(path))
-    try:
-        data = None if body is None else json.dumps(body)
-        conn.request(method, url, body=data)
-        response = conn.getresponse()
-        return response.status, json.loads(response.read())
-    finally:
-        conn.close()
+    return ControlClient(str(path)).call(method, url, body)
 
 
 def curl(netns: str, url: str, *headers: str, timeout: float = 5) -> tuple[int, str]:
