@@ -95,20 +95,22 @@ def list_ports(session: Session, where: PortFilter) -> list[PortView]:
     if where.project_id is not None:
         query = query.where(PortRow.project_id == where.project_id)
     if where.mac_address is not None:
-        query = query.where(PortRow.mac_address == _filter_value(canonical_mac, where.mac_address))
+        query = query.where(
+            PortRow.mac_address == _filter_value("mac_address", canonical_mac, where.mac_address)
+        )
     if where.ip_address is not None:
-        address = _filter_value(canonical_ip, where.ip_address)
+        address = _filter_value("ip_address", canonical_ip, where.ip_address)
         query = query.where(
             exists().where(FixedIpRow.port_id == PortRow.id, FixedIpRow.ip_address == address)
         )
     return port_views(session, session.scalars(query).all())
 
 
-def _filter_value(canonical: Callable[[str], str], value: str) -> str:
+def _filter_value(name: str, canonical: Callable[[str], str], value: str) -> str:
     try:
         return canonical(value)
     except ValueError as exc:
-        raise InvalidInput(str(exc)) from None
+        raise InvalidInput(f"{name}: {exc}") from None
 
 
 def _used_addresses(session: Session, subnet_id: str, except_port: str) -> set[str]:
