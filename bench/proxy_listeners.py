@@ -46,9 +46,10 @@ def start_stub_agent(path: str) -> None:
     ready = threading.Event()
 
     async def main() -> None:
-        await loop.create_unix_server(StubAgent, path)
+        server = await loop.create_unix_server(StubAgent, path, backlog=4096)
         ready.set()
-        await asyncio.Event().wait()
+        async with server:  # held (and closed) here: an unreferenced server may be collected
+            await asyncio.Event().wait()
 
     threading.Thread(target=loop.run_until_complete, args=(main(),), daemon=True).start()
     ready.wait(5)
