@@ -38,6 +38,8 @@ def _sqlite_engine(url: URL) -> Engine:
     kwargs: dict[str, Any] = {"connect_args": {"check_same_thread": False}}
     if memory:  # one shared connection, or every thread would see its own empty database
         kwargs["poolclass"] = StaticPool
+    else:  # connections are cheap; enough for every thread of the default executor
+        kwargs.update(pool_size=16, max_overflow=32)
     engine = create_engine(url, **kwargs)
 
     @event.listens_for(engine, "connect")

@@ -76,11 +76,15 @@ def check_user_data(value: str, info: ValidationInfo) -> str:
     return value
 
 
-Uuid = Annotated[str, Field(max_length=45), AfterValidator(canonical_uuid)]
-ProjectId = Annotated[str, AfterValidator(_project_id)]
+Uuid = Annotated[
+    str, Field(max_length=45, json_schema_extra={"format": "uuid"}), AfterValidator(canonical_uuid)
+]
+ProjectId = Annotated[str, Field(pattern=_PROJECT.pattern), AfterValidator(_project_id)]
 IpAddress = Annotated[str, Field(max_length=64), AfterValidator(canonical_ip)]
 Cidr = Annotated[str, Field(max_length=64), AfterValidator(canonical_cidr)]
-MacAddress = Annotated[str, Field(max_length=17), AfterValidator(canonical_mac)]
+MacAddress = Annotated[
+    str, Field(pattern=r"^[0-9A-Fa-f]{2}([:-][0-9A-Fa-f]{2}){5}$"), AfterValidator(canonical_mac)
+]
 Name = Annotated[str, StringConstraints(max_length=255)]
 RequiredName = Annotated[str, StringConstraints(min_length=1, max_length=255)]
 Short = Annotated[str, StringConstraints(max_length=255)]

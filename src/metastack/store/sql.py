@@ -131,7 +131,8 @@ class SqlStore:
     def current_revision(self) -> int:
         """The global revision: the number of the last committed change (0 when none)."""
         query = select(RevisionCounter.value).where(RevisionCounter.id == 1)
-        return self._read(lambda s: s.scalar(query) or 0)
+        with translated_errors(), self.engine.connect() as conn:  # one cheap statement
+            return conn.execute(query).scalar() or 0
 
     def changes_since(self, revision: int, limit: int = 1000) -> list[Change]:
         """Changes with a revision greater than `revision`, oldest first, at most `limit`."""

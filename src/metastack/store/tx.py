@@ -6,7 +6,13 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 
 from sqlalchemy import select, update
-from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError, SQLAlchemyError
+from sqlalchemy.exc import (
+    DBAPIError,
+    IntegrityError,
+    OperationalError,
+    SQLAlchemyError,
+)
+from sqlalchemy.exc import TimeoutError as PoolTimeout
 from sqlalchemy.orm import Session
 
 from metastack.errors import Conflict, StoreError, StoreUnavailable
@@ -95,6 +101,8 @@ def translated_errors() -> Iterator[None]:
     except OperationalError as exc:
         first_line = str(exc.orig).splitlines()[0] if exc.orig else str(exc)
         raise StoreUnavailable(f"database unavailable: {first_line[:200]}") from exc
+    except PoolTimeout as exc:
+        raise StoreUnavailable("database unavailable: no free connection in the pool") from exc
     except DBAPIError as exc:
         first_line = str(exc.orig).splitlines()[0] if exc.orig else str(exc)
         raise StoreError(f"database error: {first_line[:200]}") from exc

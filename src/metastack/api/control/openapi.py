@@ -68,7 +68,7 @@ def _operation(route: Route, refs: dict[Any, JsonSchemaValue]) -> dict[str, Any]
     if route.response is not None:
         ok["content"] = _json(refs[(route.response, "serialization")])
     responses[str(route.status)] = ok
-    for status in sorted({*route.errors, 401, 503}):
+    for status in sorted({*route.errors, 400, 401, 503}):
         error = {"$ref": "#/components/schemas/Error"}
         responses[str(status)] = {"description": _DESCRIPTIONS[status], "content": _json(error)}
     words = re.sub(r"[^a-z0-9]+", "_", route.path.lower()).strip("_")
