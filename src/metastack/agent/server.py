@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import errno
 import logging
 import os
 import signal
@@ -47,22 +46,29 @@ def _remove_stale(path: str) -> None:
 
 
 def bind_unix_socket(path: str, mode: int, backlog: int) -> socket.socket:
-    """Create the directory, replace a stale socket, bind, chmod, then listen(backlog).
+    """Create the directory, bind, chmod and listen(backlog), then rename into place.
 
-    The mode is applied before listen(), so no proxy can connect under the umask's mode.
+    The socket is built under a temporary name, so the configured path only ever shows a
+    socket that already has its mode and accepts connections (and replaces a stale one
+    atomically).
     """
-    os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
+    directory = os.path.dirname(path) or "."
+    os.makedirs(directory, exist_ok=True)
     _remove_stale(path)
+    building = os.path.join(directory, f".agent-{os.getpid()}.sock")
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(building)
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     try:
-        sock.bind(path)
-        os.chmod(path, mode)
+        sock.bind(building)
+        os.chmod(building, mode)
         sock.listen(backlog)
+        os.replace(building, path)
         sock.setblocking(False)
-    except OSError as exc:
+    except OSError:
         sock.close()
-        if exc.errno == errno.EADDRINUSE:
-            raise ConfigError(f"{path}: address in use") from None
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(building)
         raise
     return sock
 

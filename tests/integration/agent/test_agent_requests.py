@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import os
+import shutil
 import socket
 import stat
+import subprocess
 from collections.abc import Callable
 
 import aiohttp
@@ -166,3 +168,13 @@ async def test_keep_alive_and_concurrency(agent: RunningAgent) -> None:
             async with session.get("http://m/", headers=proxy_headers()) as response:
                 assert response.status == 200
         assert len(connector._conns) == 1  # one connection served all twenty
+
+
+@pytest.mark.skipif(shutil.which("ss") is None, reason="needs ss (iproute2)")
+async def test_listen_backlog_is_honoured(make_config: Callable[..., AgentConfig]) -> None:
+    async with running(make_config(metadata_backlog=1234)) as started:
+        listing = subprocess.run(["ss", "-xl"], capture_output=True, text=True, check=True).stdout
+    # The kernel reports the name the socket was bound under, before its rename into place.
+    bound_as = os.path.join(os.path.dirname(started.path), f".agent-{os.getpid()}.sock")
+    row = next(line.split() for line in listing.splitlines() if bound_as in line)
+    assert row[3] == "1234"  # Send-Q of a listening socket is its backlog
