@@ -130,6 +130,8 @@ async def map_errors(request: web.Request, handler: Handler) -> web.StreamRespon
         if exc.status < 400:
             raise
         headers = {"Allow": exc.headers["Allow"]} if "Allow" in exc.headers else None
+        if exc.status == 413:
+            return error_response(413, f"body: larger than {MAX_BODY_BYTES} bytes")
         return error_response(exc.status, exc.reason, headers)
     except MetastackError as exc:
         for error_type, status in _STATUS:
