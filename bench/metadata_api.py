@@ -112,7 +112,7 @@ def lua_script(path: str, instances: list[str], secret: str) -> str:
         "{"
         f'["X-Instance-ID"]="{uuid}", ["X-Tenant-ID"]="bench", '
         f'["X-Instance-ID-Signature"]="{sign_instance_id(secret, uuid)}", '
-        f'["X-Forwarded-For"]="10.0.0.2"'
+        f'["X-Forwarded-For"]="10.0.0.2", ["Host"]="169.254.169.254"'
         "}"
         for uuid in instances
     )

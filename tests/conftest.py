@@ -20,6 +20,8 @@ POSTGRES_ENV = "METASTACK_TEST_POSTGRES_URL"
 def postgres_url() -> str:
     """The PostgreSQL server URL from the environment; the test skips, saying why, without it."""
     url = os.environ.get(POSTGRES_ENV, "")
+    if not url and os.environ.get("METASTACK_REQUIRE_POSTGRES"):
+        pytest.fail(f"{POSTGRES_ENV} is not set but METASTACK_REQUIRE_POSTGRES is (CI)")
     if not url:
         pytest.skip(f"{POSTGRES_ENV} is not set: PostgreSQL cases not run")
     return url

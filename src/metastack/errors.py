@@ -1,13 +1,13 @@
 """The metastack error tree, translated at boundaries and mapped to HTTP once.
 
-    MetastackError
-    ├── ConfigError            broken config file, env or flag (fails at start)
-    ├── StoreError             the database failed or is unreachable (-> 503)
-    │   └── StoreUnavailable
-    ├── NotFound               unknown object (-> 404)
-    ├── Conflict               duplicate id / IP, password already set (-> 409)
-    ├── InvalidInput           bad request data (-> 400)
-    └── UpstreamUnavailable    an HTTP peer is down or slow (-> 503)
+MetastackError
+├── ConfigError            broken config file, env or flag (fails at start)
+├── StoreError             the database failed or is unreachable (-> 503)
+│   └── StoreUnavailable
+├── NotFound               unknown object (-> 404)
+├── Conflict               duplicate id / IP, password already set (-> 409)
+├── InvalidInput           bad request data (-> 400)
+└── UpstreamUnavailable    an HTTP peer is down or slow (-> 503)
 """
 
 from __future__ import annotations
