@@ -11,6 +11,7 @@ from metastack import __version__
 # (module, attribute) of each subcommand; each lives beside the service it starts.
 SUBCOMMANDS = (
     ("metastack.api.cli", "api_command"),
+    ("metastack.store.cli", "db_command"),
     ("metastack.agent.cli", "agent_command"),
     ("metastack.proxy.cli", "proxy_command"),
 )

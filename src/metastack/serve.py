@@ -24,6 +24,8 @@ def setup_logging(level: str = "INFO") -> None:
         format="%(asctime)s %(process)d %(levelname)s %(name)s: %(message)s",
         stream=sys.stderr,
     )
+    # Alembic narrates every plugin and migration step at INFO; keep only what matters.
+    logging.getLogger("alembic").setLevel(logging.WARNING)
 
 
 def run_loop(main: Callable[[], Coroutine[Any, Any, int]]) -> int:
