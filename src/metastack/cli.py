@@ -14,6 +14,7 @@ SUBCOMMANDS = (
     ("metastack.store.cli", "db_command"),
     ("metastack.agent.cli", "agent_command"),
     ("metastack.proxy.cli", "proxy_command"),
+    ("metastack.netagent.cli", "netagent_command"),
 )
 # Modules exposing register(main) for a family of resource commands.
 REGISTRARS = ("metastack.client.cli",)

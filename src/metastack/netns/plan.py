@@ -75,6 +75,37 @@ class AddRoute:
 
 
 @dataclass(frozen=True, slots=True)
+class SetLink:
+    """Set a link's MAC address and/or MTU."""
+
+    netns: str
+    link: str
+    mac: str | None = None
+    mtu: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class DeleteLink:
+    netns: str
+    link: str
+
+
+@dataclass(frozen=True, slots=True)
+class DeleteAddress:
+    netns: str
+    link: str
+    cidr: str
+
+
+@dataclass(frozen=True, slots=True)
+class DeleteRoute:
+    netns: str
+    dest: str
+    via: str | None = None
+    dev: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class FirewallRule:
     """One iptables rule (`rule` = the words after `-A CHAIN`) inside a namespace."""
 
@@ -82,6 +113,20 @@ class FirewallRule:
     table: Literal["filter", "nat", "mangle", "raw"]
     chain: str
     rule: tuple[str, ...]
+    family: Literal[4, 6] = 4
+
+
+@dataclass(frozen=True, slots=True)
+class ReplaceFirewall:
+    """Make the listed tables of a namespace hold exactly `rules`, atomically.
+
+    Compiled to one `iptables-restore` without --noflush: every table named in `tables`
+    is flushed and refilled in a single commit, so no packet sees a half-written set.
+    """
+
+    netns: str
+    rules: tuple[FirewallRule, ...]
+    tables: tuple[str, ...] = ("filter", "nat", "mangle")
     family: Literal[4, 6] = 4
 
 
@@ -96,19 +141,30 @@ Step = (
     | AddAddress
     | AddRoute
     | FirewallRule
+    | SetLink
+    | DeleteLink
+    | DeleteAddress
+    | DeleteRoute
+    | ReplaceFirewall
 )
 
+# Removals come before additions, so a link, address or route can be replaced in one plan.
 _PHASES: dict[type, int] = {
     AddNetns: 0,
-    Sysctl: 1,
-    AddBridge: 2,
-    AddVeth: 3,
-    SetMaster: 4,
-    LinkUp: 4,
-    AddAddress: 4,
-    AddRoute: 5,
-    FirewallRule: 6,
-    DeleteNetns: 7,
+    Sysctl: 10,
+    DeleteRoute: 11,
+    DeleteAddress: 12,
+    DeleteLink: 13,
+    AddBridge: 20,
+    AddVeth: 30,
+    SetLink: 40,
+    SetMaster: 40,
+    LinkUp: 40,
+    AddAddress: 40,
+    AddRoute: 50,
+    FirewallRule: 60,
+    ReplaceFirewall: 61,
+    DeleteNetns: 70,
 }
 
 
@@ -143,6 +199,22 @@ def ip_line(step: Step) -> str:
                 + (f" via {via}" if via else "")
                 + (f" dev {dev}" if dev else "")
             )
+        case SetLink(_, link, mac, mtu):
+            return (
+                f"link set {link}"
+                + (f" address {mac}" if mac else "")
+                + (f" mtu {mtu}" if mtu else "")
+            )
+        case DeleteLink(_, link):
+            return f"link del {link}"
+        case DeleteAddress(_, link, cidr):
+            return f"addr del {cidr} dev {link}"
+        case DeleteRoute(_, dest, via, dev):
+            return (
+                f"route del {dest}"
+                + (f" via {via}" if via else "")
+                + (f" dev {dev}" if dev else "")
+            )
     raise ValueError(f"{step!r} is not an ip step")
 
 
@@ -158,13 +230,27 @@ def _iptables_restore(netns: str, family: int, rules: Sequence[FirewallRule]) ->
     return Command(("ip", "netns", "exec", netns, tool, "--noflush"), text)
 
 
+def _replace_tables(step: ReplaceFirewall) -> Command:
+    lines: dict[str, list[str]] = {table: [] for table in step.tables}
+    for rule in step.rules:
+        if rule.table not in lines:
+            raise ValueError(f"rule for table {rule.table} outside {step.tables}")
+        lines[rule.table].append(f"-A {rule.chain} {' '.join(rule.rule)}")
+    text = "".join(
+        f"*{table}\n" + "".join(f"{line}\n" for line in rules) + "COMMIT\n"
+        for table, rules in lines.items()
+    )
+    tool = "iptables-restore" if step.family == 4 else "ip6tables-restore"
+    return Command(("ip", "netns", "exec", step.netns, tool), text)
+
+
 def compile_plan(steps: Iterable[Step]) -> list[Command]:
     """Turn steps into commands: one per (phase, namespace), in phase order."""
     groups: dict[tuple[int, str, int], list[Step]] = {}
     for step in steps:
         phase = _PHASES[type(step)]
         netns = "" if isinstance(step, AddNetns | DeleteNetns) else step.netns
-        family: int = step.family if isinstance(step, FirewallRule) else 0
+        family: int = step.family if isinstance(step, FirewallRule | ReplaceFirewall) else 0
         groups.setdefault((phase, netns, family), []).append(step)
     commands: list[Command] = []
     for (phase, netns, family), group in sorted(groups.items(), key=lambda item: item[0][0]):
@@ -174,6 +260,8 @@ def compile_plan(steps: Iterable[Step]) -> list[Command]:
         elif phase == _PHASES[FirewallRule]:
             rules = [s for s in group if isinstance(s, FirewallRule)]
             commands.append(_iptables_restore(netns, family, rules))
+        elif phase == _PHASES[ReplaceFirewall]:
+            commands += [_replace_tables(s) for s in group if isinstance(s, ReplaceFirewall)]
         else:
             argv: tuple[str, ...] = ("ip", "-batch", "-")
             if netns:

@@ -1,0 +1,1 @@
+"""The network agent: reconcile DHCP and router namespaces with the control API."""

@@ -1,0 +1,91 @@
+"""`metastack netagent`: run the network agent (DHCP and router namespaces of this host)."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import signal
+import sys
+from typing import Any
+
+import click
+
+from metastack.errors import ConfigError
+from metastack.netagent.config import NetagentConfig, load_netagent_config
+
+
+@click.command("netagent")
+@click.option("--config", "config_path", type=click.Path(dir_okay=False), help="TOML config file.")
+@click.option("--control-url", help="Control API base URL.")
+@click.option("--host", help="This node's name (the DHCP ports' device_id is dhcp-<host>).")
+@click.option("--state-path", help="Directory for dnsmasq files (<state_path>/dhcp/<network>).")
+@click.option("--fabric-netns", help="Namespace holding the bridges ('' = the host's own).")
+@click.option("--namespace-prefix", help="Prefix of qdhcp-/qrouter- namespace names.")
+@click.option(
+    "--bridge-name-template", help="Bridge name of a network, e.g. ms-br-{network_id:.8}."
+)
+@click.option("--proxy-control-socket", help="The proxy's control API unix socket.")
+@click.option("--dnsmasq-binary", help="dnsmasq executable.")
+@click.option("--network", "networks", multiple=True, help="Serve only this network (repeatable).")
+@click.option("--router", "routers", multiple=True, help="Serve only this router (repeatable).")
+@click.option("--enable-isolated-metadata/--disable-isolated-metadata", default=None)
+@click.option("--force-metadata/--no-force-metadata", default=None)
+@click.option("--resync-interval", type=float, help="Seconds between full resyncs.")
+@click.option("--respawn-interval", type=float, help="Seconds between liveness checks.")
+@click.option("--once", is_flag=True, help="Do one full pass and exit (1 if it had errors).")
+@click.option(
+    "--cleanup",
+    is_flag=True,
+    help="Remove this agent's namespaces, dnsmasqs and listeners, then exit.",
+)
+@click.option("--log-level", default="INFO", show_default=True, help="Python logging level.")
+def netagent_command(
+    config_path: str | None, once: bool, cleanup: bool, log_level: str, **flags: Any
+) -> None:
+    """Reconcile qdhcp-/qrouter- namespaces, dnsmasq and proxy listeners with the control API.
+
+    The admin token is read from the config file or METASTACK_NETAGENT_ADMIN_TOKEN.
+    """
+    overrides = {
+        key: list(value) if isinstance(value, tuple) else value
+        for key, value in flags.items()
+        if value not in (None, ())
+    }
+    try:
+        config = load_netagent_config(config_path, os.environ, overrides)
+    except ConfigError as exc:
+        click.echo(f"metastack netagent: {exc}", err=True)
+        sys.exit(2)
+    logging.basicConfig(
+        level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    if cleanup:
+        from metastack.netagent.service import teardown
+
+        removed = teardown(config)
+        click.echo(f"removed {len(removed)} namespaces")
+        return
+    sys.exit(asyncio.run(_main(config, once)))
+
+
+async def _main(config: NetagentConfig, once: bool) -> int:
+    from metastack.client.http import ControlApiError
+    from metastack.netagent.service import NetAgent
+
+    agent = NetAgent(config)
+    if once:
+        try:
+            report = await agent.reconcile(full=True)
+        except ControlApiError as exc:
+            logging.getLogger("metastack.netagent").error("control API: %s", exc)
+            return 1
+        finally:
+            await agent.client.close()
+        return 1 if report.errors else 0
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, stop.set)
+    await agent.run(stop)
+    return 0

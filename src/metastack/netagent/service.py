@@ -1,0 +1,187 @@
+"""The netagent's loops: change feed, periodic resync, and the 2-second liveness watch."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from typing import Any
+
+from metastack.client.http import ControlApiError, ControlClient
+from metastack.netagent.config import NetagentConfig
+from metastack.netagent.desired import Desired, desired_state
+from metastack.netagent.reconcile import Reconciler, Report
+from metastack.netagent.topology import ensure_dhcp_ports, fetch_topology
+from metastack.netns import dnsmasq
+from metastack.netns.apply import delete_netns, list_netns
+from metastack.proxy.client import ControlClient as ProxyClient
+
+log = logging.getLogger("metastack.netagent")
+# Resources whose changes can alter a namespace; instance changes never do.
+RELEVANT = frozenset({"network", "subnet", "port", "router"})
+RETRY_SECONDS = 1.0
+
+
+class NetAgent:
+    """Reconciles this host with the control API until stopped; leaves everything running
+    when it stops, so a restart disturbs no guest."""
+
+    def __init__(
+        self,
+        config: NetagentConfig,
+        client: ControlClient | None = None,
+        proxy: ProxyClient | None = None,
+    ) -> None:
+        self.config = config
+        self.client = client or ControlClient(
+            config.control_url, config.admin_token, timeout=config.feed_wait + 15
+        )
+        self.reconciler = Reconciler(config, proxy)
+        self.ready = asyncio.Event()  # set after the first complete pass
+        self._dirty = asyncio.Event()
+        self._lock = asyncio.Lock()
+
+    async def desired(self) -> Desired:
+        """Fetch the topology (creating DHCP ports where missing) and derive the desired state."""
+        topology = await fetch_topology(self.client, self.config)
+        if await ensure_dhcp_ports(self.client, topology, self.config):
+            topology = await fetch_topology(self.client, self.config)
+        return desired_state(topology, self.config)
+
+    async def reconcile(self, *, full: bool = True) -> Report:
+        """One pass; ControlApiError (nothing touched) if the control API is unreachable."""
+        started = time.monotonic()
+        desired = await self.desired()
+        async with self._lock:
+            report = await asyncio.to_thread(self.reconciler.apply, desired, full=full)
+        level = logging.INFO if report.changed or report.errors else logging.DEBUG
+        log.log(
+            level,
+            "%s pass in %.3fs: %d steps, created %s, deleted %s, dnsmasq started %s "
+            "reloaded %s, listeners %s, errors %s",
+            "full" if full else "change",
+            time.monotonic() - started,
+            report.steps,
+            report.created,
+            report.deleted,
+            report.dnsmasq_started,
+            report.dnsmasq_reloaded,
+            "put" if report.listeners_put else "unchanged",
+            report.errors,
+        )
+        if not report.errors:
+            self.ready.set()
+        return report
+
+    async def watch_once(self) -> None:
+        """Restart dead dnsmasqs and re-PUT the proxy's listeners if they differ."""
+        if not self.ready.is_set():
+            return  # never act on the empty state of a freshly started agent
+        async with self._lock:
+            await asyncio.to_thread(self._watch)
+
+    def _watch(self) -> None:
+        self.reconciler.respawn_dead()
+        if self.reconciler.sync_listeners():
+            log.warning("proxy listeners differed from the wanted set; re-PUT")
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Run the feed, reconcile and watch loops until `stop` is set."""
+        tasks = [
+            asyncio.create_task(self._reconcile_loop(), name="reconcile"),
+            asyncio.create_task(self._feed_loop(), name="feed"),
+            asyncio.create_task(self._watch_loop(), name="watch"),
+        ]
+        try:
+            await stop.wait()
+        finally:
+            for task in tasks:
+                task.cancel()
+            for task in tasks:
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+            await self.client.close()
+
+    async def _reconcile_loop(self) -> None:
+        loop = asyncio.get_running_loop()
+        next_full = loop.time()
+        while True:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._dirty.wait(), max(0.0, next_full - loop.time()))
+            full = loop.time() >= next_full
+            self._dirty.clear()
+            try:
+                report = await self.reconcile(full=full)
+            except ControlApiError as exc:
+                log.warning("control API: %s; keeping everything as it is", exc)
+                next_full = loop.time() + RETRY_SECONDS
+                continue
+            if full:
+                next_full = loop.time() + self.config.resync_interval
+            if report.errors:
+                next_full = min(next_full, loop.time() + RETRY_SECONDS)
+
+    async def _feed_loop(self) -> None:
+        revision: int | None = None
+        while True:
+            try:
+                if revision is None:
+                    revision = int((await self.client.changes(0, 0, limit=1))["revision"])
+                answer = await self.client.changes(revision, self.config.feed_wait)
+            except (ControlApiError, KeyError, ValueError) as exc:
+                log.warning("change feed: %s", exc)
+                revision = None
+                self._dirty.set()  # whatever was missed is picked up by a pass
+                await asyncio.sleep(RETRY_SECONDS)
+                continue
+            changes: list[dict[str, Any]] = answer.get("changes", [])
+            if int(answer["revision"]) < revision:
+                revision = None  # the store was replaced: start over
+                self._dirty.set()
+                continue
+            revision = int(changes[-1]["revision"]) if changes else int(answer["revision"])
+            if any(self._relevant(change) for change in changes):
+                self._dirty.set()
+
+    def _relevant(self, change: dict[str, Any]) -> bool:
+        if change.get("resource") not in RELEVANT:
+            return False
+        served = self.config.networks
+        return (
+            not served or change.get("resource") == "router" or (change.get("network_id") in served)
+        )
+
+    async def _watch_loop(self) -> None:
+        while True:
+            await asyncio.sleep(self.config.respawn_interval)
+            try:
+                await self.watch_once()
+            except Exception:  # the watch must outlive any one failure
+                log.exception("liveness watch failed")
+
+
+def teardown(config: NetagentConfig, proxy: ProxyClient | None = None) -> list[str]:
+    """Remove what a netagent with `config` owns: listeners, dnsmasqs, its namespaces.
+
+    The fabric namespace and its bridges stay (guests or VM taps may be plugged in).
+    """
+    reconciler = Reconciler(config, proxy)
+    ours = [name for name in list_netns() if name.startswith(reconciler.prefixes)]
+    held = reconciler.held_listeners()
+    if held is not None:
+        keep = [item for item in held if not item.netns.startswith(reconciler.prefixes)]
+        if len(keep) != len(held):
+            reconciler.proxy.replace([item.to_json() for item in keep])
+    if reconciler.dhcp_dir.is_dir():
+        for directory in sorted(reconciler.dhcp_dir.iterdir()):
+            files = dnsmasq.DnsmasqFiles(directory)
+            pid = dnsmasq.pid_of(files)
+            if pid is not None and str(files.pid) in " ".join(dnsmasq.cmdline(pid) or ()):
+                dnsmasq.stop(pid)
+            for path in (files.pid, files.hosts, files.opts):
+                path.unlink(missing_ok=True)
+            with contextlib.suppress(OSError):
+                directory.rmdir()
+    delete_netns(ours)
+    return ours
