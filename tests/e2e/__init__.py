@@ -1,0 +1,1 @@
+"""End-to-end tier: the real chain in real namespaces, read by curl and cloud-init."""
