@@ -1,0 +1,1 @@
+"""Root tier: the network agent reconciling real namespaces, dnsmasq and the proxy."""
