@@ -56,7 +56,7 @@ class ProjectCreate(Spec):
 
 class ProjectUpdate(Patch):
     name: RequiredName | Unset = None
-    description: str | Unset = Field(None, max_length=1024)
+    description: Annotated[str, Field(max_length=1024)] | Unset = None
 
 
 class NetworkCreate(Spec):
@@ -68,7 +68,7 @@ class NetworkCreate(Spec):
 
 class NetworkUpdate(Patch):
     name: Name | Unset = None
-    mtu: int | Unset = Field(None, ge=68, le=65535)
+    mtu: Annotated[int, Field(ge=68, le=65535)] | Unset = None
 
 
 class HostRouteSpec(Spec):
@@ -118,8 +118,8 @@ class SubnetUpdate(Patch):
     nullable = frozenset({"gateway_ip"})
     name: Name | Unset = None
     gateway_ip: IpAddress | None = None
-    dns_nameservers: list[IpAddress] | Unset = Field(None, max_length=16)
-    host_routes: list[HostRouteSpec] | Unset = Field(None, max_length=64)
+    dns_nameservers: Annotated[list[IpAddress], Field(max_length=16)] | Unset = None
+    host_routes: Annotated[list[HostRouteSpec], Field(max_length=64)] | Unset = None
     enable_dhcp: bool | Unset = None
 
 
@@ -165,7 +165,7 @@ class PortCreate(Spec):
 class PortUpdate(Patch):
     nullable = frozenset({"floating_ip", "device_name"})
     mac_address: MacAddress | Unset = None
-    fixed_ips: list[FixedIpSpec] | Unset = Field(None, max_length=32)
+    fixed_ips: Annotated[list[FixedIpSpec], Field(max_length=32)] | Unset = None
     device_id: Short | Unset = None
     device_owner: Short | Unset = None
     floating_ip: IpAddress | None = None
@@ -270,10 +270,10 @@ class InstanceUpdate(Patch):
         }
     )
     name: RequiredName | Unset = None
-    hostname: str | Unset = Field(None, pattern=HOSTNAME)
+    hostname: Annotated[str, Field(pattern=HOSTNAME)] | Unset = None
     user_id: Short | Unset = None
     availability_zone: Short | None = None
-    launch_index: int | Unset = Field(None, ge=0)
+    launch_index: Annotated[int, Field(ge=0)] | Unset = None
     reservation_id: Short | Unset = None
     image_ref: Short | None = None
     kernel_id: Short | None = None
@@ -282,16 +282,16 @@ class InstanceUpdate(Patch):
     root_device_name: Short | None = None
     default_ephemeral_device: Short | None = None
     default_swap_device: Short | None = None
-    block_device_mapping: list[BlockDeviceSpec] | Unset = Field(None, max_length=64)
+    block_device_mapping: Annotated[list[BlockDeviceSpec], Field(max_length=64)] | Unset = None
     key_name: Short | None = None
     key_type: KeyType | Unset = None
     public_key: str | None = Field(None, max_length=16384)
     user_data: UserData | None = None
-    metadata: Metadata | Unset = Field(None, max_length=128)
-    security_groups: list[RequiredName] | Unset = Field(None, max_length=64)
-    device_tags: list[DeviceTagSpec] | Unset = Field(None, max_length=64)
-    dedicated_cpus: list[Cpu] | Unset = Field(None, max_length=1024)
-    boot_roles: str | Unset = Field(None, max_length=1024)
+    metadata: Annotated[Metadata, Field(max_length=128)] | Unset = None
+    security_groups: Annotated[list[RequiredName], Field(max_length=64)] | Unset = None
+    device_tags: Annotated[list[DeviceTagSpec], Field(max_length=64)] | Unset = None
+    dedicated_cpus: Annotated[list[Cpu], Field(max_length=1024)] | Unset = None
+    boot_roles: Annotated[str, Field(max_length=1024)] | Unset = None
 
     @model_validator(mode="after")
     def _metadata_sizes(self) -> Self:

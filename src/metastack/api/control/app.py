@@ -12,6 +12,7 @@ from typing import Any, TypeVar
 
 from aiohttp import web
 from pydantic import BaseModel, ValidationError
+from pydantic_core import ErrorDetails
 
 from metastack.api.control.watcher import DEFAULT_POLL_INTERVAL, RevisionWatcher
 from metastack.config import ApiConfig
@@ -72,9 +73,28 @@ def error_response(
     return web.json_response({"error": message}, status=status, headers=headers)
 
 
+def _without_unset_branch(errors: list[ErrorDetails]) -> list[ErrorDetails]:
+    """Errors of `X | Unset` fields once, as if the field were plain `X`.
+
+    pydantic reports such a field per union member: `(field, "<member tag>", ...)` and
+    `(field, "none")`. The None member only stands for "left out", so drop its error and
+    the member tag from the others.
+    """
+    unions = {e["loc"][0] for e in errors if e["loc"][1:] == ("none",)}
+    kept: list[ErrorDetails] = []
+    for error in errors:
+        loc = error["loc"]
+        if loc and loc[0] in unions:
+            if loc[1:] == ("none",):
+                continue
+            error = {**error, "loc": (loc[0], *loc[2:])}
+        kept.append(error)
+    return kept
+
+
 def _describe(exc: ValidationError) -> str:
     problems = []
-    for error in exc.errors(include_url=False)[:5]:
+    for error in _without_unset_branch(exc.errors(include_url=False))[:5]:
         loc = ".".join(str(part) for part in error["loc"])
         message = str(error["msg"]).removeprefix("Value error, ")
         if error["type"] == "json_invalid":
