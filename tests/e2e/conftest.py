@@ -12,8 +12,9 @@ import secrets
 import shutil
 import subprocess
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Generator, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -76,6 +77,19 @@ def world() -> Iterator[World]:
         assert not workdir.exists()
         for pid in started:
             assert not Path(f"/proc/{pid}").exists() or _is_zombie(pid), f"pid {pid} still runs"
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(
+    item: pytest.Item, call: pytest.CallInfo[None]
+) -> Generator[None, Any, Any]:
+    """A failed e2e test's report ends with the tail of each service's log."""
+    report = yield
+    world = getattr(item, "funcargs", {}).get("world")
+    if report.failed and isinstance(world, World):
+        for service, text in world.chain.logs().items():
+            report.sections.append((f"metastack {service} log (tail)", text[-4000:]))
+    return report
 
 
 def _is_zombie(pid: int) -> bool:
