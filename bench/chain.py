@@ -57,6 +57,18 @@ class Topology:
     instances: dict[str, dict[str, Any]]
 
 
+def source_state() -> dict[str, Any]:
+    """The commit measured and the files of src/ that differ from it (an editable install)."""
+    root = Path(__file__).resolve().parent.parent
+
+    def git(*args: str) -> str:
+        done = subprocess.run(["git", "-C", str(root), *args], capture_output=True, text=True)
+        return done.stdout.rstrip("\n") if done.returncode == 0 else ""
+
+    dirty = git("status", "--porcelain", "--", "src").splitlines()
+    return {"commit": git("rev-parse", "HEAD"), "uncommitted_src": [line[3:] for line in dirty]}
+
+
 def build(lab: Lab, chain: Chain) -> Topology:
     """One network, its DHCP namespace and router, a guest on each path with an instance."""
     net = lab.network("n", CIDR)
@@ -275,7 +287,14 @@ def report_line(path: str, run: dict[str, Any]) -> str:
     cpu = ", ".join(
         f"{role} {v['cores']:.2f}c {v['cpu_us_per_req']:.0f}us/req" for role, v in procs.items()
     )
-    return " | ".join(parts) + f"\n           cpu: {cpu}"
+    busiest = run["busiest"]
+    state = "saturated" if busiest in run["saturated"] else "not saturated"
+    summary = (
+        f"busiest {busiest} ({procs[busiest]['cores']:.2f} cores, {state}); chain"
+        f" {run['cpu_us_per_req_total']:.0f}us CPU/req -> at most"
+        f" {run['machine_ceiling_req_s']} req/s on {CPUS} cores"
+    )
+    return " | ".join(parts) + f"\n           cpu: {cpu}\n           {summary}"
 
 
 def main() -> int:
@@ -316,6 +335,7 @@ def main() -> int:
     script.write_text(WRK_SCRIPT % ", ".join(f'"{p}"' for p in PATHS))
     report: dict[str, Any] = {
         "machine": {"cpus": CPUS, "kernel": os.uname().release},
+        "source": source_state(),
         "paths": list(PATHS),
         "duration_s": seconds,
         "api_workers": args.api_workers,
