@@ -26,6 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import metastack
 from metastack.lab import Lab
 from metastack.lab.chain import Chain, sample_process
 
@@ -58,15 +59,19 @@ class Topology:
 
 
 def source_state() -> dict[str, Any]:
-    """The commit measured and the files of src/ that differ from it (an editable install)."""
+    """Which metastack was measured: its folder, this tree's commit and uncommitted src files."""
     root = Path(__file__).resolve().parent.parent
 
     def git(*args: str) -> str:
         done = subprocess.run(["git", "-C", str(root), *args], capture_output=True, text=True)
         return done.stdout.rstrip("\n") if done.returncode == 0 else ""
 
-    dirty = git("status", "--porcelain", "--", "src").splitlines()
-    return {"commit": git("rev-parse", "HEAD"), "uncommitted_src": [line[3:] for line in dirty]}
+    package = Path(metastack.__file__).resolve().parent
+    state: dict[str, Any] = {"package": str(package), "commit": git("rev-parse", "HEAD")}
+    if package.is_relative_to(root):
+        dirty = git("status", "--porcelain", "--", "src").splitlines()
+        state["uncommitted_src"] = [line[3:] for line in dirty]
+    return state
 
 
 def build(lab: Lab, chain: Chain) -> Topology:
