@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import hmac
 import json
 import logging
 from collections.abc import Awaitable, Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
@@ -14,6 +16,7 @@ from aiohttp import web
 from pydantic import BaseModel, ValidationError
 from pydantic_core import ErrorDetails
 
+from metastack.api.control.lane import WriteLane, read_pool
 from metastack.api.control.watcher import DEFAULT_POLL_INTERVAL, RevisionWatcher
 from metastack.config import ApiConfig
 from metastack.errors import (
@@ -45,20 +48,27 @@ _STATUS: tuple[tuple[type[MetastackError], int], ...] = (
 
 @dataclass(frozen=True, slots=True)
 class Context:
-    """What every handler reaches through `request.app[CONTEXT]`."""
+    """What every handler reaches through `request.app[CONTEXT]`.
+
+    Store calls run on the control API's own threads (`readers`, `lane`), never on the
+    loop's default pool, so control traffic cannot starve the metadata API sharing the loop.
+    """
 
     config: ApiConfig
     store: SqlStore
     watcher: RevisionWatcher
+    readers: ThreadPoolExecutor
+    lane: WriteLane
 
     async def call(self, work: Callable[..., T], *args: Any) -> T:
-        """Run a (blocking) store call in the default thread pool."""
-        return await asyncio.to_thread(work, *args)
+        """Run a (blocking) store read on the control API's read threads."""
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self.readers, functools.partial(work, *args))
 
     async def write(self, work: Callable[..., T], *args: Any) -> T:
-        """Run a store write, then let the change feed poller look at once."""
+        """Run a store write in the write lane, then let the change feed poller look at once."""
         try:
-            return await asyncio.to_thread(work, *args)
+            return await self.lane.run(work, *args)
         finally:
             self.watcher.poke()
 
@@ -190,11 +200,14 @@ def make_control_app(
         middlewares=[last_resort, map_errors, require_token(config.admin_token)],
     )
 
+    readers = read_pool()
+
     async def read_revision() -> int:
-        return await asyncio.to_thread(store.current_revision)
+        return await asyncio.get_running_loop().run_in_executor(readers, store.current_revision)
 
     watcher = RevisionWatcher(read_revision, poll_interval)
-    app[CONTEXT] = Context(config, store, watcher)
+    context = Context(config, store, watcher, readers, WriteLane())
+    app[CONTEXT] = context
     for route in ROUTES:
         app.router.add_route(route.method, route.path, route.handler)
     document = json.dumps(openapi_document(ROUTES))
@@ -204,8 +217,10 @@ def make_control_app(
 
     app.router.add_get("/openapi.json", openapi)
 
-    async def stop_watcher(app: web.Application) -> None:
+    async def stop_threads(app: web.Application) -> None:
         await watcher.close()
+        context.lane.close()
+        readers.shutdown(wait=False, cancel_futures=True)
 
-    app.on_cleanup.append(stop_watcher)
+    app.on_cleanup.append(stop_threads)
     return app
