@@ -230,3 +230,35 @@ async def wait_until(predicate: Any, timeout: float, interval: float = 0.05) -> 
         assert time.monotonic() - started < timeout, f"not true after {timeout} s"
         await asyncio.sleep(interval)
     return time.monotonic() - started
+
+
+@pytest.fixture
+def small_tmpfs(tmp_path: Path) -> Iterator[Path]:
+    """A 4 MiB tmpfs mounted under tmp_path (root only), unmounted at the end."""
+    require_root("mounting a tmpfs")
+    mountpoint = tmp_path / "small"
+    mountpoint.mkdir()
+    done = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=4m,mode=0700", "tmpfs", str(mountpoint)],
+        capture_output=True,
+        text=True,
+    )
+    if done.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs: {done.stderr.strip()}")
+    try:
+        yield mountpoint
+    finally:
+        subprocess.run(["umount", "-l", str(mountpoint)], capture_output=True, check=False)
+
+
+def fill(directory: Path) -> Path:
+    """Write a file until the filesystem has no byte left; the file (delete it to free space)."""
+    filler = directory / "filler"
+    with filler.open("wb", buffering=0) as out:
+        for size in (1 << 20, 1 << 16, 1 << 12, 1 << 9, 1):
+            try:
+                while True:
+                    out.write(b"\0" * size)
+            except OSError:
+                continue
+    return filler
