@@ -15,6 +15,7 @@ from aiohttp import web
 log = logging.getLogger("metastack")
 
 LISTEN_BACKLOG = 4096
+SHUTDOWN_TIMEOUT = 5.0  # seconds in-flight requests get when a service stops
 
 
 def setup_logging(level: str = "INFO") -> None:
@@ -81,7 +82,9 @@ async def start_site(
     app: web.Application, sock: socket.socket, cleanups: list[Callable[[], Awaitable[None]]]
 ) -> None:
     """Serve an aiohttp app on an already listening socket; register its cleanup."""
-    runner = web.AppRunner(app, handle_signals=False, access_log=None)
+    runner = web.AppRunner(
+        app, handle_signals=False, access_log=None, shutdown_timeout=SHUTDOWN_TIMEOUT
+    )
     await runner.setup()
     cleanups.append(runner.cleanup)
     await web.SockSite(runner, sock).start()

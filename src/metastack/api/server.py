@@ -124,6 +124,10 @@ def supervise(config: ApiConfig, listeners: Listeners) -> int:
             started[index] = time.monotonic()
     except _Stop:
         log.info("stopping %d workers", len(workers))
+        # Our copies of the listeners would keep accepting into a queue nobody serves.
+        for socks in listeners.values():
+            for sock in socks:
+                sock.close()
     finally:
         for signum, handler in previous.items():
             signal.signal(signum, handler)

@@ -117,6 +117,9 @@ def _column_values(changes: dict[str, Any]) -> dict[str, Any]:
     return values
 
 
+DEFAULT_AVAILABILITY_ZONE = "nova"
+
+
 def create_instance(tx: Tx, spec: InstanceCreate) -> InstanceView:
     """Add an instance, and create or bind its ports in the same transaction."""
     instance_uuid = spec.uuid or str(uuid.uuid4())
@@ -126,6 +129,9 @@ def create_instance(tx: Tx, spec: InstanceCreate) -> InstanceView:
     values = _column_values(spec.model_dump(exclude={"uuid", "networks"}))
     values["hostname"] = spec.hostname or sanitize_hostname(spec.name, f"Server-{instance_uuid}")
     values["reservation_id"] = spec.reservation_id or generate_reservation_id()
+    # nova's default_availability_zone: an instance is always in some zone, and guests
+    # derive their region from it (cloud-init and botocore: the zone minus its last letter)
+    values["availability_zone"] = spec.availability_zone or DEFAULT_AVAILABILITY_ZONE
     for field, ec2_field in _IMAGE_FIELDS.items():
         values[ec2_field] = ec2_image_id(session, values[field])
     now = utcnow()
@@ -135,7 +141,7 @@ def create_instance(tx: Tx, spec: InstanceCreate) -> InstanceView:
     row.revision = tx.record(
         "instance", instance_uuid, "create", project_id=spec.project_id, instance_id=instance_uuid
     )
-    owner = f"compute:{spec.availability_zone or 'nova'}"
+    owner = f"compute:{values['availability_zone']}"
     for nic in spec.networks:
         if nic.port_id is not None:
             _bind_port(tx, nic.port_id, instance_uuid, owner)

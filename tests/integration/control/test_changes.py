@@ -4,7 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import time
+from typing import Any
 
+import aiohttp
+from aiohttp import web
+
+from metastack.api.control import make_control_app
+from metastack.config import ApiConfig
 from metastack.store.specs import ProjectCreate
 from metastack.store.sql import SqlStore
 
@@ -71,3 +77,24 @@ async def test_bad_feed_parameters(api: Api) -> None:
         answer = await api.call("GET", "/v1/changes?" + query)
         assert answer.status == 400, query
         assert query.split("=")[0] in answer.body["error"]
+
+
+async def test_stopping_the_server_answers_long_polls_at_once(sql_store: SqlStore) -> None:
+    config = ApiConfig.model_validate({"database_url": "sqlite://"})
+    runner = web.AppRunner(make_control_app(config, sql_store), shutdown_timeout=30)
+    await runner.setup()
+    await web.TCPSite(runner, "127.0.0.1", 0).start()
+    url = f"http://127.0.0.1:{runner.addresses[0][1]}/v1/changes?since=0&wait=30"
+    async with aiohttp.ClientSession() as http:
+
+        async def poll() -> Any:
+            async with http.get(url) as response:
+                return response.status, await response.json()
+
+        waiter = asyncio.create_task(poll())
+        await asyncio.sleep(0.3)
+        started = time.monotonic()
+        await runner.cleanup()
+        status, body = await asyncio.wait_for(waiter, 5)
+    assert time.monotonic() - started < 2
+    assert (status, body["changes"]) == (200, [])

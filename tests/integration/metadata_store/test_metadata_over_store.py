@@ -237,3 +237,10 @@ async def test_deleted_instance_is_404_next(cloud: Cloud) -> None:
     while (await cloud.get("/latest/meta-data/", instance))[0] != 404:
         assert not cloud.sqlite and loop.time() - started < 1.0
         await asyncio.sleep(0.01)
+
+
+async def test_instance_without_zone_is_in_nova(cloud: Cloud) -> None:
+    instance = await boot(cloud, "proj-a", "10.0.0.5")
+    assert instance["availability_zone"] == "nova"
+    status, body, _ = await cloud.get("/latest/meta-data/placement/availability-zone", instance)
+    assert (status, body) == (200, b"nova")

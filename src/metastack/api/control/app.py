@@ -222,5 +222,9 @@ def make_control_app(
         context.lane.close()
         readers.shutdown(wait=False, cancel_futures=True)
 
+    async def release_waiters(app: web.Application) -> None:
+        watcher.release()
+
+    app.on_shutdown.append(release_waiters)
     app.on_cleanup.append(stop_threads)
     return app

@@ -29,6 +29,13 @@ class RevisionWatcher:
         self._poke = asyncio.Event()
         self._waiters = 0
         self._task: asyncio.Task[None] | None = None
+        self._released = False
+
+    def release(self) -> None:
+        """Answer every waiter now and wait no more (server shutdown: long-polls must not
+        hold a stopping worker for their whole wait)."""
+        self._released = True
+        self._moved.set()
 
     async def wait_beyond(self, since: int, timeout: float) -> bool:
         """True once a poll saw a revision above `since`; False when `timeout` ran out first."""
@@ -38,6 +45,8 @@ class RevisionWatcher:
         self._ensure_polling()
         try:
             while self._revision is None or self._revision <= since:
+                if self._released:
+                    return False
                 remaining = deadline - loop.time()
                 if remaining <= 0:
                     return False
