@@ -18,7 +18,7 @@ from metastack import identity
 from metastack.api.cache import DocumentCache, Watcher, make_watcher
 from metastack.api.vendordata import DynamicVendordata, load_static
 from metastack.config import ApiConfig
-from metastack.errors import StoreUnavailable, UpstreamUnavailable
+from metastack.errors import StoreError, UpstreamUnavailable
 from metastack.metadata import (
     EC2_VERSION_LIST,
     Document,
@@ -190,8 +190,8 @@ class MetadataService:
             return await self._handle(request)
         except Refusal as refusal:
             return _refuse(refusal.status, refusal.message)
-        except StoreUnavailable as exc:
-            log.warning("store unavailable: %s", exc)
+        except StoreError as exc:  # StoreUnavailable and every other database failure
+            log.warning("store failed: %s", exc)
             return _refuse(503, "The metadata store is unavailable; retry later.")
         except UpstreamUnavailable as exc:
             log.warning("vendordata failed: %s", exc)

@@ -83,6 +83,15 @@ class Tx:
         return revision
 
 
+# Errors that say "not now" rather than "never": a standby or a database set read-only.
+_UNAVAILABLE_SQLSTATES = frozenset({"25006"})  # read_only_sql_transaction
+
+
+def _sqlstate(exc: DBAPIError) -> str | None:
+    code = getattr(exc.orig, "sqlstate", None) or getattr(exc.orig, "pgcode", None)
+    return code if isinstance(code, str) else None
+
+
 def _conflict_message(exc: IntegrityError) -> str:
     text = str(exc.orig)
     for needle, message in _CONSTRAINT_MESSAGES.items():
@@ -105,6 +114,8 @@ def translated_errors() -> Iterator[None]:
         raise StoreUnavailable("database unavailable: no free connection in the pool") from exc
     except DBAPIError as exc:
         first_line = str(exc.orig).splitlines()[0] if exc.orig else str(exc)
+        if exc.connection_invalidated or _sqlstate(exc) in _UNAVAILABLE_SQLSTATES:
+            raise StoreUnavailable(f"database unavailable: {first_line[:200]}") from exc
         raise StoreError(f"database error: {first_line[:200]}") from exc
     except SQLAlchemyError as exc:
         raise StoreError(f"database error: {exc}") from exc
