@@ -25,10 +25,39 @@ from metastack.store.fields import (
 Ipv6Mode = Literal["slaac", "dhcpv6-stateful", "dhcpv6-stateless"]
 
 
+def _nul_at(value: Any, where: str = "") -> str | None:
+    """The dotted path of the first string (value or key) holding a NUL character, if any."""
+    if isinstance(value, str):
+        return (where or "body") if "\x00" in value else None
+    if isinstance(value, dict):
+        for key, item in value.items():
+            path = f"{where}.{key}" if where else str(key)
+            if isinstance(key, str) and "\x00" in key:
+                return where or "body"
+            found = _nul_at(item, path)
+            if found:
+                return found
+    if isinstance(value, list):
+        for index, item in enumerate(value):
+            found = _nul_at(item, f"{where}.{index}" if where else str(index))
+            if found:
+                return found
+    return None
+
+
 class Spec(BaseModel):
-    """Strict (no coercion), closed (unknown fields refused), immutable."""
+    """Strict (no coercion), closed (unknown fields refused), immutable; no NUL characters
+    anywhere (PostgreSQL cannot store them, and SQLite should not hold what it cannot)."""
 
     model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _no_nul(cls, data: Any) -> Any:
+        where = _nul_at(data)
+        if where is not None:
+            raise ValueError(f"{where.replace(chr(0), '?')}: must not contain NUL characters")
+        return data
 
 
 class Patch(Spec):

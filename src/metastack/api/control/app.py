@@ -7,6 +7,7 @@ import functools
 import hmac
 import json
 import logging
+import re
 from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -83,6 +84,9 @@ def error_response(
     return web.json_response({"error": message}, status=status, headers=headers)
 
 
+_FIELD_PREFIX = re.compile(r"^[\w.]+: ")  # a model-level message that names its field
+
+
 def _without_unset_branch(errors: list[ErrorDetails]) -> list[ErrorDetails]:
     """Errors of `X | Unset` fields once, as if the field were plain `X`.
 
@@ -114,7 +118,8 @@ def _describe(exc: ValidationError) -> str:
         elif error["type"] == "missing":
             problems.append(f"{loc}: field required")
         elif not loc or message.startswith(f"{loc.split('.')[0]}:"):
-            problems.append(message if loc else f"body: {message}")
+            names_field = _FIELD_PREFIX.match(message) is not None
+            problems.append(message if loc or names_field else f"body: {message}")
         else:
             problems.append(f"{loc}: {message}")
     return "; ".join(problems)
