@@ -250,6 +250,8 @@ class MetadataService:
             password = body.decode("utf-8")
         except UnicodeDecodeError:
             raise Refusal(400, "The password must be UTF-8 text.") from None
+        if "\x00" in password:  # PostgreSQL cannot store it; no encrypted password has one
+            raise Refusal(400, "The password must not contain NUL characters.")
         if not await asyncio.to_thread(self._store.set_password, instance.uuid, password):
             raise Refusal(409, "A password is already set.")
         self.cache.evict(instance.uuid)
