@@ -18,9 +18,9 @@ from urllib.parse import parse_qs
 from pydantic import ValidationError
 
 from metastack.errors import Conflict
+from metastack.http11 import REASONS, Request, Response
 from metastack.netns.exec import NetnsError
 from metastack.proxy.config import ListenerConfig
-from metastack.proxy.http import REASONS, Request, Response
 from metastack.proxy.listeners import Listeners
 
 

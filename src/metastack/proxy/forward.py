@@ -3,29 +3,27 @@
 from __future__ import annotations
 
 from metastack.errors import UpstreamUnavailable
+from metastack.http11 import (
+    REASONS,
+    Request,
+    Response,
+    UpstreamBroken,
+    UpstreamTimeout,
+    encode_request,
+    error_response,
+)
 from metastack.proxy.headers import IdentityKind, downstream_headers, upstream_headers
-from metastack.proxy.http import REASONS, Request, Response, error_response
-from metastack.proxy.upstream import AgentClient, UpstreamBroken, UpstreamTimeout
+from metastack.proxy.upstream import AgentClient
 
 IDEMPOTENT = frozenset({b"GET", b"HEAD", b"OPTIONS", b"PUT", b"DELETE", b"TRACE"})
-_BODY_METHODS = frozenset({b"POST", b"PUT", b"PATCH"})
 DEFAULT_HOST = b"169.254.169.254"
 
 
 def serialize_request(request: Request, headers: list[tuple[bytes, bytes]]) -> bytes:
     """The HTTP/1.1 request sent to the agent: head and body in one buffer."""
-    parts = [b"%s %s HTTP/1.1\r\n" % (request.method, request.target)]
-    has_host = False
-    for name, value in headers:
-        parts.append(b"%s: %s\r\n" % (name, value))
-        has_host = has_host or name.lower() == b"host"
-    if not has_host:
-        parts.append(b"Host: %s\r\n" % DEFAULT_HOST)
-    if request.body or request.method in _BODY_METHODS:
-        parts.append(b"Content-Length: %d\r\n" % len(request.body))
-    parts.append(b"\r\n")
-    parts.append(request.body)
-    return b"".join(parts)
+    if not any(name.lower() == b"host" for name, _ in headers):
+        headers = [*headers, (b"Host", DEFAULT_HOST)]
+    return encode_request(request.method, request.target, headers, request.body)
 
 
 class Forwarder:

@@ -7,8 +7,8 @@ from collections.abc import Iterable
 from typing import Literal
 
 from metastack import identity
+from metastack.http11 import Headers
 
-Headers = list[tuple[bytes, bytes]]
 IdentityKind = Literal["network", "router"]
 
 FORBIDDEN = tuple(p.encode() for p in identity.GUEST_FORBIDDEN_PREFIXES)

@@ -8,10 +8,10 @@ import socket
 from dataclasses import dataclass, field
 
 from metastack.errors import Conflict
+from metastack.http11 import HttpProtocol, Limits, drain
 from metastack.netns.sockets import listen_in_netns
 from metastack.proxy.config import ListenerConfig
 from metastack.proxy.forward import Forwarder, ListenerHandler
-from metastack.proxy.http import HttpProtocol, Limits
 
 log = logging.getLogger(__name__)
 Key = tuple[str, str, int]
@@ -140,15 +140,7 @@ class Listeners:
                 held = self._held[key]
                 busy += [c for c in held.connections if not c.close_if_idle()]
                 self._remove(key)
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + grace
-        while any(c.transport is not None and not c.transport.is_closing() for c in busy):
-            if loop.time() >= deadline:
-                break
-            await asyncio.sleep(0.05)
-        for conn in busy:
-            if conn.transport is not None:
-                conn.transport.abort()
+        await drain(busy, grace)
 
 
 def _describe(key: Key) -> str:

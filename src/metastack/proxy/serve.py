@@ -11,10 +11,10 @@ from collections.abc import Callable, Coroutine
 from typing import Any
 
 from metastack.errors import MetastackError
+from metastack.http11 import HttpProtocol, Limits
 from metastack.proxy.config import ProxyConfig
 from metastack.proxy.control import ControlHandler
 from metastack.proxy.forward import Forwarder
-from metastack.proxy.http import HttpProtocol, Limits
 from metastack.proxy.listeners import Listeners
 from metastack.proxy.upstream import AgentClient
 

@@ -9,10 +9,10 @@ from collections.abc import AsyncIterator
 
 import pytest
 
+from metastack.http11 import Limits, Request
 from metastack.proxy.config import ListenerConfig
 from metastack.proxy.control import ControlHandler
 from metastack.proxy.forward import Forwarder
-from metastack.proxy.http import Limits, Request
 from metastack.proxy.listeners import Listeners
 from metastack.proxy.upstream import AgentClient
 

@@ -8,7 +8,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 
 import pytest
 
-from metastack.proxy.http import HttpProtocol, Limits, Request, Response
+from metastack.http11 import HttpProtocol, Limits, Request, Response
 
 Open = Callable[[], Awaitable[tuple[asyncio.StreamReader, asyncio.StreamWriter]]]
 

@@ -1,4 +1,4 @@
-"""A lean HTTP/1.1 server protocol (httptools) for the guest side and the control socket.
+"""Server side of HTTP/1.1 on asyncio and httptools: parse, dispatch in order, answer in one write.
 
 Each request is parsed completely (head and body, within limits), handed to an async
 handler, and its response written in a single `write` (status, headers and body), so
@@ -12,78 +12,17 @@ import collections
 import contextlib
 import logging
 import socket
-from dataclasses import dataclass, field
-from typing import Protocol, cast
+from typing import cast
 
 import httptools
 
-from metastack.proxy.headers import Headers
+from metastack.http11.message import Handler, Headers, Limits, Request, Response, error_response
 
 log = logging.getLogger(__name__)
 
-REASONS = {
-    200: b"OK",
-    201: b"Created",
-    400: b"Bad Request",
-    404: b"Not Found",
-    405: b"Method Not Allowed",
-    408: b"Request Timeout",
-    409: b"Conflict",
-    413: b"Content Too Large",
-    422: b"Unprocessable Content",
-    431: b"Request Header Fields Too Large",
-    500: b"Internal Server Error",
-    502: b"Bad Gateway",
-    503: b"Service Unavailable",
-    504: b"Gateway Timeout",
-}
 _MAX_PIPELINED = 16
-
-
-@dataclass(slots=True)
-class Request:
-    method: bytes
-    target: bytes
-    version: str
-    headers: Headers
-    body: bytes
-    keep_alive: bool
-
-
-@dataclass(slots=True)
-class Response:
-    status: int
-    reason: bytes
-    headers: Headers = field(default_factory=list)
-    body: bytes = b""
-    close: bool = False
-    # Hook for hop-limited replies (session tokens): IP TTL / hop limit of this reply only.
-    ip_ttl: int | None = None
-
-
-class Handler(Protocol):
-    async def __call__(self, request: Request, peer: str) -> Response: ...
-
-
-@dataclass(frozen=True, slots=True)
-class Limits:
-    max_header_bytes: int = 16384
-    max_headers: int = 100
-    max_body_bytes: int = 1 << 20
-    header_timeout: float = 10.0
-    keepalive_timeout: float = 30.0
-
-
-def error_response(status: int, message: str, *, close: bool = False) -> Response:
-    """A short text/plain response."""
-    body = message.encode() + b"\n"
-    return Response(
-        status,
-        REASONS.get(status, b"Error"),
-        [(b"Content-Type", b"text/plain; charset=utf-8")],
-        body,
-        close,
-    )
+_CONTENT_LENGTH = b"content-length"
+_EXPECT = b"expect"
 
 
 class _Reject(Exception):
@@ -102,8 +41,31 @@ def _set_hop_limit(sock: socket.socket, hops: int | None) -> None:
         sock.setsockopt(socket.IPPROTO_IP, socket.IP_TTL, value)
 
 
+def encode_response(response: Response, request: Request | None, keep_alive: bool) -> bytes:
+    """Status line, headers (with Content-Length and Connection as needed) and body."""
+    status = response.status
+    parts = [b"HTTP/1.1 %d %s\r\n" % (status, response.reason)]
+    has_length = False
+    for name, value in response.headers:
+        parts.append(b"%s: %s\r\n" % (name, value))
+        if len(name) == 14 and name.lower() == _CONTENT_LENGTH:
+            has_length = True
+    bodyless = status < 200 or status == 204 or status == 304
+    is_head = request is not None and request.method == b"HEAD"
+    if not bodyless and not (is_head and has_length):
+        parts.append(b"Content-Length: %d\r\n" % len(response.body))
+    if not keep_alive:
+        parts.append(b"Connection: close\r\n")
+    elif request is not None and request.version == "1.0":
+        parts.append(b"Connection: keep-alive\r\n")
+    parts.append(b"\r\n")
+    if not bodyless and not is_head:
+        parts.append(response.body)
+    return b"".join(parts)
+
+
 class HttpProtocol(asyncio.Protocol):
-    """One guest (or control) connection: parse, dispatch in order, respond, keep alive."""
+    """One client connection: parse, dispatch in order, respond, keep alive."""
 
     def __init__(
         self, handler: Handler, limits: Limits, connections: set[HttpProtocol] | None = None
@@ -117,7 +79,10 @@ class HttpProtocol(asyncio.Protocol):
         self.parser = httptools.HttpRequestParser(self)
         self.queue: collections.deque[Request] = collections.deque()
         self.task: asyncio.Task[None] | None = None
+        # One timer per connection, re-armed lazily: a request only moves `deadline`.
         self.timer: asyncio.TimerHandle | None = None
+        self.timer_at = 0.0
+        self.deadline: float | None = None
         self.in_message = False
         self.closing = False
         self.write_paused = False
@@ -146,7 +111,10 @@ class HttpProtocol(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closing = True
-        self._disarm()
+        self.deadline = None
+        if self.timer is not None:
+            self.timer.cancel()
+            self.timer = None
         if self.task is not None:
             self.task.cancel()
         if self.connections is not None:
@@ -186,31 +154,31 @@ class HttpProtocol(asyncio.Protocol):
 
     def on_url(self, url: bytes) -> None:
         self.url += url
-        self._count_head(len(url))
-
-    def on_header(self, name: bytes, value: bytes) -> None:
-        self.headers.append((name, value))
-        self._count_head(len(name) + len(value) + 4)
-        if len(self.headers) > self.limits.max_headers:
-            raise _Reject(431, "too many header fields")
-
-    def _count_head(self, size: int) -> None:
-        self.head_bytes += size
+        self.head_bytes += len(url)
         if self.head_bytes > self.limits.max_header_bytes:
             raise _Reject(431, "request head too large")
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        headers = self.headers
+        headers.append((name, value))
+        self.head_bytes += len(name) + len(value) + 4
+        if self.head_bytes > self.limits.max_header_bytes:
+            raise _Reject(431, "request head too large")
+        if len(headers) > self.limits.max_headers:
+            raise _Reject(431, "too many header fields")
 
     def on_headers_complete(self) -> None:
         if self.parser.get_method() == b"CONNECT":
             raise _Reject(405, "CONNECT is not supported")
         expect = False
         for name, value in self.headers:
-            lower = name.lower()
-            if lower == b"content-length":
+            size = len(name)
+            if size == 14 and name.lower() == _CONTENT_LENGTH:
                 if not value.strip().isdigit():
                     raise _Reject(400, "invalid Content-Length")
                 if int(value) > self.limits.max_body_bytes:
                     raise _Reject(413, "request body too large")
-            elif lower == b"expect" and value.lower() == b"100-continue":
+            elif size == 6 and name.lower() == _EXPECT and value.lower() == b"100-continue":
                 expect = True
         if expect and self.transport is not None:
             self.transport.write(b"HTTP/1.1 100 Continue\r\n\r\n")
@@ -223,14 +191,15 @@ class HttpProtocol(asyncio.Protocol):
 
     def on_message_complete(self) -> None:
         self.in_message = False
-        self._disarm()
+        self.deadline = None
+        parser = self.parser
         request = Request(
-            self.parser.get_method(),
+            parser.get_method(),
             self.url,
-            self.parser.get_http_version(),
+            parser.get_http_version(),
             self.headers,
-            b"".join(self.body),
-            self.parser.should_keep_alive(),
+            b"".join(self.body) if self.body else b"",
+            parser.should_keep_alive(),
         )
         self._reset_message()
         self.queue.append(request)
@@ -269,34 +238,21 @@ class HttpProtocol(asyncio.Protocol):
         keep_alive = (
             request is not None and request.keep_alive and not response.close and not self.closing
         )
-        status = response.status
-        parts = [b"HTTP/1.1 %d %s\r\n" % (status, response.reason)]
-        has_length = False
-        for name, value in response.headers:
-            parts.append(b"%s: %s\r\n" % (name, value))
-            has_length = has_length or name.lower() == b"content-length"
-        bodyless = status < 200 or status in (204, 304)
-        is_head = request is not None and request.method == b"HEAD"
-        if not bodyless and not (is_head and has_length):
-            parts.append(b"Content-Length: %d\r\n" % len(response.body))
-        if not keep_alive:
-            parts.append(b"Connection: close\r\n")
-        elif request is not None and request.version == "1.0":
-            parts.append(b"Connection: keep-alive\r\n")
-        parts.append(b"\r\n")
-        if not bodyless and not is_head:
-            parts.append(response.body)
-        sock = transport.get_extra_info("socket") if response.ip_ttl is not None else None
-        if sock is not None:
-            _set_hop_limit(sock, response.ip_ttl)
-        transport.write(b"".join(parts))
-        if sock is not None:
-            # The reply was handed to the kernel by write() (or is buffered and will go
-            # out with whatever TTL is current then); later replies use the default.
-            _set_hop_limit(sock, None)
+        data = encode_response(response, request, keep_alive)
+        if response.ip_ttl is None:
+            transport.write(data)
+        else:
+            sock = transport.get_extra_info("socket")
+            if sock is not None:
+                _set_hop_limit(sock, response.ip_ttl)
+            transport.write(data)
+            if sock is not None:
+                # The reply was handed to the kernel by write() (or is buffered and will go
+                # out with whatever TTL is current then); later replies use the default.
+                _set_hop_limit(sock, None)
         if not keep_alive:
             self.closing = True
-            self._disarm()
+            self.deadline = None
             transport.close()
 
     def _abort(self, status: int, message: str) -> None:
@@ -307,21 +263,29 @@ class HttpProtocol(asyncio.Protocol):
             # Nothing in flight: answer now. Otherwise the in-flight reply goes first and
             # the connection closes after it.
             self.write(error_response(status, message, close=True), None)
-        self._disarm()
+        self.deadline = None
 
     # -- timers ------------------------------------------------------------------------
     def _arm(self, delay: float) -> None:
+        at = self.loop.time() + delay
+        self.deadline = at
         if self.timer is not None:
+            if self.timer_at <= at:
+                return  # fires first and re-arms itself for the new deadline
             self.timer.cancel()
-        self.timer = self.loop.call_later(delay, self._timeout)
+        self.timer = self.loop.call_at(at, self._on_timer)
+        self.timer_at = at
 
-    def _disarm(self) -> None:
-        if self.timer is not None:
-            self.timer.cancel()
-            self.timer = None
-
-    def _timeout(self) -> None:
+    def _on_timer(self) -> None:
         self.timer = None
+        deadline = self.deadline
+        if deadline is None:
+            return
+        if self.loop.time() < deadline:
+            self.timer = self.loop.call_at(deadline, self._on_timer)
+            self.timer_at = deadline
+            return
+        self.deadline = None
         if self.task is not None or self.transport is None:
             return
         if self.in_message:
@@ -337,3 +301,51 @@ class HttpProtocol(asyncio.Protocol):
             return True
         self.closing = True
         return False
+
+
+class HttpServer:
+    """An asyncio server of :class:`HttpProtocol` connections on one listening socket."""
+
+    def __init__(self, server: asyncio.AbstractServer, connections: set[HttpProtocol]) -> None:
+        self.server = server
+        self.connections = connections
+
+    @classmethod
+    async def start(
+        cls, handler: Handler, limits: Limits, sock: socket.socket, backlog: int = 100
+    ) -> HttpServer:
+        """Serve an already bound socket (TCP or unix); `backlog` is passed to listen()."""
+        connections: set[HttpProtocol] = set()
+        loop = asyncio.get_running_loop()
+
+        def factory() -> HttpProtocol:
+            return HttpProtocol(handler, limits, connections)
+
+        if sock.family == socket.AF_UNIX:
+            server = await loop.create_unix_server(factory, sock=sock, backlog=backlog)
+        else:
+            server = await loop.create_server(factory, sock=sock, backlog=backlog)
+        return cls(server, connections)
+
+    def stop_listening(self) -> list[HttpProtocol]:
+        """Accept no more; close idle connections; returns the busy ones (they close after
+        their reply)."""
+        self.server.close()
+        return [conn for conn in list(self.connections) if not conn.close_if_idle()]
+
+    async def close(self, grace: float) -> None:
+        """Stop listening, give in-flight replies up to `grace` seconds, then drop the rest."""
+        await drain(self.stop_listening(), grace)
+
+
+async def drain(busy: list[HttpProtocol], grace: float) -> None:
+    """Wait up to `grace` seconds for busy connections to finish, then abort them."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + grace
+    while any(c.transport is not None and not c.transport.is_closing() for c in busy):
+        if loop.time() >= deadline:
+            break
+        await asyncio.sleep(0.05)
+    for conn in busy:
+        if conn.transport is not None:
+            conn.transport.abort()

@@ -1,0 +1,272 @@
+"""Client side of HTTP/1.1: pooled keep-alive connections over unix sockets, TCP or TLS.
+
+One request at a time per connection; the reply is read whole. Every call takes one
+timeout covering connect and exchange, enforced by a loop timer rather than a task.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import ssl
+from dataclasses import dataclass
+from typing import cast
+
+import httptools
+
+from metastack.errors import UpstreamUnavailable
+from metastack.http11.endpoint import Endpoint
+from metastack.http11.message import Headers
+
+
+class ConnectFailed(UpstreamUnavailable):
+    """No connection could be opened (refused, unreachable, TLS handshake, connect timeout)."""
+
+
+class UpstreamTimeout(UpstreamUnavailable):
+    """The peer accepted the request but did not answer in time."""
+
+
+class UpstreamBroken(UpstreamUnavailable):
+    """The peer closed the connection or sent a malformed response."""
+
+
+@dataclass(slots=True)
+class ClientResponse:
+    """A complete response as received (headers in arrival order, raw)."""
+
+    status: int
+    reason: bytes
+    headers: Headers
+    body: bytes
+    keep_alive: bool
+
+
+BODY_METHODS = frozenset({b"POST", b"PUT", b"PATCH"})
+
+
+def encode_request(method: bytes, target: bytes, headers: Headers, body: bytes = b"") -> bytes:
+    """Request line, headers and body in one buffer; Content-Length added when there is a
+    body or the method expects one. `headers` must carry Host."""
+    parts = [b"%s %s HTTP/1.1\r\n" % (method, target)]
+    for name, value in headers:
+        parts.append(b"%s: %s\r\n" % (name, value))
+    if body or method in BODY_METHODS:
+        parts.append(b"Content-Length: %d\r\n" % len(body))
+    parts.append(b"\r\n")
+    parts.append(body)
+    return b"".join(parts)
+
+
+class _Connection(asyncio.Protocol):
+    """One connection carrying one request at a time."""
+
+    def __init__(self) -> None:
+        self.transport: asyncio.Transport | None = None
+        self.closed = False
+        self.reused = False
+        self.waiter: asyncio.Future[ClientResponse] | None = None
+        self.parser: httptools.HttpResponseParser | None = None
+        # The parser can read the next response only after a clean, non-HEAD one.
+        self.parser_clean = False
+        self.got_data = False
+        self.is_head = False
+        self.reason = b""
+        self.headers: Headers = []
+        self.body: list[bytes] = []
+        self.headers_done = False
+        self.framed = False
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        # uvloop's transports do not subclass asyncio.Transport; they implement it.
+        self.transport = cast(asyncio.Transport, transport)
+
+    def send(
+        self, loop: asyncio.AbstractEventLoop, data: bytes, is_head: bool
+    ) -> asyncio.Future[ClientResponse]:
+        assert self.transport is not None
+        self.waiter = loop.create_future()
+        if not self.parser_clean or is_head:
+            # llhttp cannot be told that a HEAD reply has no body: a fresh parser for it
+            # (and for the response after it).
+            self.parser = httptools.HttpResponseParser(self)
+        self.parser_clean = False
+        self.got_data = self.headers_done = self.framed = False
+        self.is_head = is_head
+        self.reason = b""
+        self.headers = []
+        self.body = []
+        self.transport.write(data)
+        return self.waiter
+
+    def data_received(self, data: bytes) -> None:
+        self.got_data = True
+        if self.parser is None or self.waiter is None or self.waiter.done():
+            self.close()  # bytes nobody asked for: the connection is out of step
+            return
+        try:
+            self.parser.feed_data(data)
+        except httptools.HttpParserError as exc:
+            self._fail(UpstreamBroken(f"malformed response: {exc}"))
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.closed = True
+        if self.waiter is not None and not self.waiter.done():
+            if self.headers_done and not self.framed:
+                self._finish(keep_alive=False)  # a body delimited by the connection's end
+            else:
+                self._fail(ConnectionResetError(f"connection closed: {exc or 'EOF'}"))
+
+    def close(self) -> None:
+        self.closed = True
+        if self.transport is not None:
+            self.transport.close()
+
+    def timeout(self) -> None:
+        self._fail(UpstreamTimeout("no answer in time"))
+
+    def _fail(self, exc: Exception) -> None:
+        if self.waiter is not None and not self.waiter.done():
+            self.waiter.set_exception(exc)
+        self.close()
+
+    def _finish(self, keep_alive: bool) -> None:
+        assert self.parser is not None and self.waiter is not None
+        if not self.waiter.done():
+            status = self.parser.get_status_code()
+            body = b"".join(self.body) if self.body else b""
+            self.waiter.set_result(
+                ClientResponse(status, self.reason, self.headers, body, keep_alive)
+            )
+
+    # httptools callbacks
+    def on_status(self, status: bytes) -> None:
+        self.reason += status
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        self.headers.append((name, value))
+        size = len(name)
+        if (size == 14 or size == 17) and name.lower() in (b"content-length", b"transfer-encoding"):
+            self.framed = True
+
+    def on_headers_complete(self) -> None:
+        self.headers_done = True
+        if self.is_head:
+            assert self.parser is not None
+            self._finish(self.parser.should_keep_alive())
+
+    def on_body(self, body: bytes) -> None:
+        self.body.append(body)
+
+    def on_message_complete(self) -> None:
+        assert self.parser is not None
+        self.parser_clean = not self.is_head
+        self._finish(self.parser.should_keep_alive())
+
+
+class Pool:
+    """Requests to one endpoint over reused keep-alive connections (at most `pool_size` idle)."""
+
+    def __init__(
+        self,
+        endpoint: Endpoint,
+        *,
+        connect_timeout: float,
+        pool_size: int,
+        ssl_context: ssl.SSLContext | None = None,
+    ) -> None:
+        self.endpoint = endpoint
+        self.connect_timeout = connect_timeout
+        self.pool_size = pool_size
+        self._ssl: ssl.SSLContext | None = None
+        if endpoint.tls:
+            self._ssl = ssl_context if ssl_context is not None else ssl.create_default_context()
+        self._idle: collections.deque[_Connection] = collections.deque()
+
+    async def _connect(self, timeout: float) -> _Connection:
+        loop = asyncio.get_running_loop()
+        endpoint = self.endpoint
+        try:
+            async with asyncio.timeout(max(0.0, timeout)):
+                if endpoint.scheme == "unix":
+                    _, conn = await loop.create_unix_connection(_Connection, endpoint.address)
+                else:
+                    _, conn = await loop.create_connection(
+                        _Connection,
+                        endpoint.address,
+                        endpoint.port,
+                        ssl=self._ssl,
+                        server_hostname=endpoint.address if self._ssl is not None else None,
+                    )
+        except (OSError, TimeoutError) as exc:
+            raise ConnectFailed(f"{endpoint}: {exc.__class__.__name__}: {exc}") from exc
+        return conn
+
+    def _acquire_idle(self) -> _Connection | None:
+        idle = self._idle
+        while idle:
+            conn = idle.pop()
+            if not conn.closed and conn.transport is not None and not conn.transport.is_closing():
+                return conn
+        return None
+
+    async def request(
+        self, data: bytes, *, timeout: float, retry: bool, is_head: bool = False
+    ) -> ClientResponse:
+        """Send one serialised request (see :func:`encode_request`); the reply is read whole.
+
+        `timeout` bounds connect plus exchange: ConnectFailed if no connection opened in
+        time, UpstreamTimeout if the answer did not arrive, UpstreamBroken if the peer
+        closed or garbled it. `retry` allows one more attempt on a fresh connection when a
+        pooled one turns out to have been closed by the peer before it answered (safe for
+        idempotent methods).
+        """
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        conn = self._acquire_idle()
+        if conn is None:
+            conn = await self._connect(min(self.connect_timeout, timeout))
+        try:
+            response = await self._exchange(loop, conn, data, is_head, deadline)
+        except ConnectionError as exc:
+            if not (retry and conn.reused and not conn.got_data):
+                raise UpstreamBroken(f"{self.endpoint}: {exc}") from exc
+            conn = await self._connect(min(self.connect_timeout, deadline - loop.time()))
+            try:
+                response = await self._exchange(loop, conn, data, is_head, deadline)
+            except ConnectionError as exc2:
+                raise UpstreamBroken(f"{self.endpoint}: {exc2}") from exc2
+        if response.keep_alive and not conn.closed and len(self._idle) < self.pool_size:
+            conn.reused = True
+            conn.waiter = None
+            self._idle.append(conn)
+        else:
+            conn.close()
+        return response
+
+    @staticmethod
+    async def _exchange(
+        loop: asyncio.AbstractEventLoop,
+        conn: _Connection,
+        data: bytes,
+        is_head: bool,
+        deadline: float,
+    ) -> ClientResponse:
+        waiter = conn.send(loop, data, is_head)
+        timer = loop.call_at(deadline, conn.timeout)
+        try:
+            return await waiter
+        except BaseException:
+            conn.close()  # cancelled or failed mid-exchange: the connection is out of step
+            raise
+        finally:
+            timer.cancel()
+
+    def idle_connections(self) -> int:
+        """How many connections wait for reuse (closed ones may still be counted)."""
+        return len(self._idle)
+
+    async def close(self) -> None:
+        """Close every idle connection."""
+        while self._idle:
+            self._idle.pop().close()
