@@ -12,6 +12,7 @@ from metastack import __version__
 SUBCOMMANDS = (
     ("metastack.api.cli", "api_command"),
     ("metastack.store.cli", "db_command"),
+    ("metastack.demo.cli", "demo_command"),
     ("metastack.agent.cli", "agent_command"),
     ("metastack.proxy.cli", "proxy_command"),
     ("metastack.netagent.cli", "netagent_command"),

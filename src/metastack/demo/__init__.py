@@ -1,0 +1,1 @@
+"""`metastack demo`: the whole system on one machine, guests booting by DHCP and cloud-init."""

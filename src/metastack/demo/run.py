@@ -1,0 +1,317 @@
+"""`demo up`, `status` and `down`: the whole chain and DHCP-booted guests on one machine."""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import secrets
+import shutil
+import subprocess
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from metastack.demo import guests
+from metastack.demo.state import DemoState, Guest, Process
+from metastack.errors import MetastackError
+from metastack.lab.chain import SERVICES, Chain, default_command, write_config
+from metastack.netagent.config import load_netagent_config
+from metastack.netns.apply import delete_netns, list_netns
+
+Progress = Callable[[str], None]
+DEFAULT_WORKDIR = Path("/var/lib/metastack/demo")
+DEMO_KEY = (
+    "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIMetastackDemoKeyNotASecret00000000000 demo@metastack"
+)
+BOOT_CONCURRENCY = 8
+
+
+class DemoError(MetastackError):
+    """The demo cannot start or stop as asked."""
+
+
+@dataclass(frozen=True)
+class NetworkPlan:
+    """One demo network: its project, CIDR and whether a router serves it."""
+
+    key: str
+    project: str
+    cidr_prefix: str  # first three octets, e.g. "10.10.0"
+    routed: bool
+
+
+# The same CIDRs in both projects: overlapping guest addresses are the point.
+NETWORKS = (
+    NetworkPlan("a-routed", "demo-a", "10.10.0", True),
+    NetworkPlan("a-isolated", "demo-a", "10.20.0", False),
+    NetworkPlan("b-routed", "demo-b", "10.10.0", True),
+    NetworkPlan("b-isolated", "demo-b", "10.20.0", False),
+)
+
+
+def _running_state(workdir: Path) -> DemoState | None:
+    state = DemoState.load(workdir)
+    if state is not None and any(p.alive() for p in state.processes):
+        return state
+    return None
+
+
+def up(
+    workdir: Path,
+    instances: int,
+    progress: Progress,
+    *,
+    control_port: int = 8774,
+    metadata_port: int = 8775,
+) -> DemoState:
+    """Start every service, create two projects' networks, boot `instances` guests."""
+    if _running_state(workdir) is not None:
+        raise DemoError(f"a demo is already up in {workdir}; `metastack demo down` first")
+    if DemoState.load(workdir) is not None:
+        progress("removing what an earlier, failed run left")
+        down(workdir, progress)
+    run_id = secrets.token_hex(2)
+    workdir.mkdir(parents=True, exist_ok=True)
+    state = DemoState(str(workdir), run_id, f"ms-{run_id}-")
+    state.made_etc_netns = not guests.ETC_NETNS.exists()
+    state.save()
+    try:
+        chain = _start_chain(state, control_port, metadata_port, progress)
+        _start_netagent(state, chain, progress)
+        networks = _create_networks(chain, progress)
+        _wait_for_namespaces(state, networks, progress)
+        _boot(state, chain, networks, instances, progress)
+    except BaseException:
+        state.phase = "failed"
+        state.save()
+        raise
+    state.phase = "up"
+    state.save()
+    return state
+
+
+def _start_chain(state: DemoState, control: int, metadata: int, progress: Progress) -> Chain:
+    progress("starting metastack api (2 workers), agent and proxy")
+    chain = Chain(Path(state.workdir) / "chain", api_workers=2)
+    chain.control_port, chain.metadata_port = control, metadata
+    try:
+        chain.start()
+    finally:  # record whatever did start, so `down` can stop it
+        for service in SERVICES:
+            running = chain.running(service)
+            if running is not None:
+                marker = str(chain.config_path(service))
+                state.processes.append(Process(service, running.pid, marker))
+        state.save()
+    state.control_url, state.metadata_url = chain.control_url, chain.metadata_url
+    state.admin_token = chain.admin_token
+    state.save()
+    return chain
+
+
+def _netagent_config(state: DemoState) -> Path:
+    return Path(state.workdir) / "netagent.toml"
+
+
+def _start_netagent(state: DemoState, chain: Chain, progress: Progress) -> None:
+    progress("starting metastack netagent")
+    config = _netagent_config(state)
+    values = {
+        "control_url": chain.control_url,
+        "admin_token": chain.admin_token,
+        "host": "demo",
+        "namespace_prefix": state.prefix,
+        "fabric_netns": f"{state.prefix}fabric",
+        "state_path": str(Path(state.workdir) / "netagent"),
+        "proxy_control_socket": str(chain.proxy_socket),
+        "resync_interval": 10.0,
+    }
+    write_config(config, "netagent", values)
+    log = (Path(state.workdir) / "netagent.log").open("ab")
+    process = subprocess.Popen(
+        [*default_command(), "netagent", "--config", str(config)],
+        stdin=subprocess.DEVNULL,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+    log.close()
+    state.processes.append(Process("netagent", process.pid, str(config)))
+    state.namespaces.append(f"{state.prefix}fabric")
+    state.save()
+
+
+def _create_networks(chain: Chain, progress: Progress) -> dict[str, dict[str, Any]]:
+    progress("creating projects demo-a and demo-b, a routed and an isolated network in each")
+    for project in ("demo-a", "demo-b"):
+        chain.call("POST", "/v1/projects", {"id": project, "name": project})
+    networks: dict[str, dict[str, Any]] = {}
+    for plan in NETWORKS:
+        network = chain.call(
+            "POST", "/v1/networks", {"name": plan.key, "project_id": plan.project, "mtu": 1450}
+        )
+        subnet = chain.call(
+            "POST",
+            "/v1/subnets",
+            {
+                "network_id": network["id"],
+                "cidr": f"{plan.cidr_prefix}.0/24",
+                "ip_version": 4,
+                "gateway_ip": f"{plan.cidr_prefix}.1",
+            },
+        )
+        if plan.routed:
+            router = chain.call(
+                "POST", "/v1/routers", {"name": f"router-{plan.key}", "project_id": plan.project}
+            )
+            chain.call(
+                "POST", f"/v1/routers/{router['id']}/interfaces", {"subnet_id": subnet["id"]}
+            )
+            network["router_id"] = router["id"]
+        network["plan"] = plan
+        networks[plan.key] = network
+    return networks
+
+
+def _wait_for_namespaces(
+    state: DemoState, networks: dict[str, dict[str, Any]], progress: Progress
+) -> None:
+    wanted = {f"{state.prefix}qdhcp-{n['id']}" for n in networks.values()}
+    wanted |= {
+        f"{state.prefix}qrouter-{n['router_id']}" for n in networks.values() if "router_id" in n
+    }
+    progress(f"waiting for the netagent: {len(wanted)} DHCP and router namespaces, dnsmasq")
+    guests.wait_for(lambda: wanted <= set(list_netns()), 60, "the netagent's namespaces")
+    state.namespaces.extend(sorted(wanted))
+    state.save()
+
+
+def _boot(
+    state: DemoState,
+    chain: Chain,
+    networks: dict[str, dict[str, Any]],
+    count: int,
+    progress: Progress,
+) -> None:
+    plans = list(networks.values())
+    for index in range(count):
+        network = plans[index % len(plans)]
+        plan: NetworkPlan = network["plan"]
+        name = f"demo-{index + 1}"
+        user_data = f"#cloud-config\nhostname: {name}\nfinal_message: booted by metastack\n"
+        instance = chain.call(
+            "POST",
+            "/v1/instances",
+            {
+                "name": name,
+                "project_id": plan.project,
+                "networks": [
+                    {
+                        "network_id": network["id"],
+                        "ip_address": f"{plan.cidr_prefix}.{10 + index // len(plans)}",
+                    }
+                ],
+                "key_name": "demo",
+                "public_key": DEMO_KEY,
+                "user_data": base64.b64encode(user_data.encode()).decode(),
+                "metadata": {"demo": "metastack", "network": plan.key},
+            },
+        )
+        port = chain.call("GET", f"/v1/ports?device_id={instance['uuid']}")["ports"][0]
+        state.guests.append(
+            Guest(
+                name=name,
+                uuid=instance["uuid"],
+                namespace=f"{state.prefix}g{index + 1}",
+                network_id=network["id"],
+                network=plan.key,
+                project_id=plan.project,
+                mac=port["mac_address"],
+            )
+        )
+    state.save()
+    progress(f"booting {count} guests: DHCP (busybox udhcpc), then cloud-init")
+    gateways = {n["id"]: f"{n['plan'].cidr_prefix}.1" for n in networks.values()}
+    netagent = load_netagent_config(_netagent_config(state))
+    done = 0
+
+    def boot_one(guest: Guest) -> Guest:
+        files = guests.plug(
+            guest.namespace,
+            f"{state.prefix}fabric",
+            netagent.bridge_name(guest.network_id),
+            guest.namespace.removeprefix(state.prefix),
+            guest.mac,
+        )
+        state.files.extend(files)
+        try:
+            guests.dhcp(guest.namespace)
+        except MetastackError as exc:
+            guest.error = f"DHCP failed: {exc}"
+            return guest
+        guest.ip = guests.address(guest.namespace)
+        guest.path = guests.metadata_path(guest.namespace, gateways[guest.network_id])
+        report = guests.cloud_init(guest.namespace)
+        guest.seconds = float(report.get("seconds", 0.0))
+        guest.hostname = str(report.get("local_hostname", ""))
+        guest.cloud_init_ok = bool(report.get("ok")) and report.get("instance_id") == guest.uuid
+        if not guest.cloud_init_ok:
+            guest.error = str(report.get("error") or report.get("log", ""))[-300:]
+        return guest
+
+    with ThreadPoolExecutor(max_workers=BOOT_CONCURRENCY) as pool:
+        for guest in pool.map(boot_one, state.guests):
+            done += 1
+            mark = "ok" if guest.cloud_init_ok else "FAILED"
+            progress(
+                f"  [{done}/{count}] {guest.name} {guest.ip or '-'} via {guest.path or '-'}: {mark}"
+            )
+            state.save()
+
+
+def status(workdir: Path) -> DemoState:
+    """The recorded demo, with every guest's namespace checked against the kernel."""
+    state = DemoState.load(workdir)
+    if state is None:
+        raise DemoError(f"no demo in {workdir}; start one with `metastack demo up`")
+    return state
+
+
+def down(workdir: Path, progress: Progress) -> list[str]:
+    """Stop and remove everything the demo in `workdir` created; returns what it removed."""
+    state = DemoState.load(workdir)
+    if state is None:
+        return []
+    removed: list[str] = []
+    by_role = {p.role: p for p in state.processes}
+    if "netagent" in by_role:
+        progress("stopping the netagent")
+        by_role["netagent"].stop()
+    config = _netagent_config(state)
+    if config.exists():
+        from metastack.netagent.service import teardown
+
+        progress("removing DHCP and router namespaces, dnsmasq and proxy listeners")
+        try:
+            removed += teardown(load_netagent_config(config))
+        except MetastackError as exc:
+            progress(f"  netagent teardown: {exc} (namespaces are removed below)")
+    for guest in state.guests:
+        guests.remove(guest.namespace)
+    for role in ("proxy", "agent", "api"):
+        if role in by_role:
+            progress(f"stopping {role} (pid {by_role[role].pid})")
+            by_role[role].stop()
+    leftovers = [name for name in list_netns() if name.startswith(state.prefix)]
+    delete_netns(leftovers)
+    removed += leftovers
+    for folder in state.files:
+        shutil.rmtree(folder, ignore_errors=True)
+    if state.made_etc_netns:
+        with contextlib.suppress(OSError):  # only if empty: others may use it meanwhile
+            guests.ETC_NETNS.rmdir()
+    shutil.rmtree(workdir, ignore_errors=True)
+    progress(f"removed {len(set(removed))} namespaces, {len(state.processes)} processes, {workdir}")
+    return removed
