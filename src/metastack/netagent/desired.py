@@ -1,5 +1,4 @@
-"""Desired state, purely from control-API objects: namespaces, links, routes, rules,
-dnsmasq configs and proxy listeners, following the dhcp/l3 agents' rules (C.4-C.8)."""
+"""Desired state, purely from control-API objects, by the dhcp/l3 agents' rules (C.4-C.8)."""
 
 from __future__ import annotations
 

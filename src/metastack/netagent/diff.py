@@ -1,8 +1,4 @@
-"""Desired vs actual, purely: the plan steps that turn what a namespace holds into its spec.
-
-Applying a spec to a state that already matches it yields no steps; that is what makes a
-netagent restart touch nothing.
-"""
+"""Desired vs actual, purely: the plan steps that turn what a namespace holds into its spec."""
 
 from __future__ import annotations
 
@@ -114,6 +110,7 @@ def diff_namespace(
 ) -> list[Step]:
     """Steps that make namespace `spec.name` (absent when `actual` is None) match `spec`.
 
+    A state that already matches yields no steps: that is why a restart touches nothing.
     `rules` is what iptables-save shows in it (None: unknown or unparsable).
     """
     steps: list[Step] = []

@@ -1,8 +1,4 @@
-"""Apply desired state to the kernel, dnsmasq and the proxy, touching only what differs.
-
-Blocking (subprocesses, files, the proxy's control socket): the service runs it in a
-worker thread, one call at a time.
-"""
+"""Apply desired state to the kernel, dnsmasq and the proxy, touching only what differs."""
 
 from __future__ import annotations
 
@@ -57,7 +53,11 @@ class Report:
 
 
 class Reconciler:
-    """Holds what was last applied, the dnsmasq PIDs it watches and the wanted listeners."""
+    """Holds what was last applied, the dnsmasq PIDs it watches and the wanted listeners.
+
+    Blocking (subprocesses, files, the proxy's control socket): the service calls it from
+    a worker thread, one call at a time.
+    """
 
     def __init__(self, config: NetagentConfig, proxy: ProxyClient | None = None) -> None:
         self.config = config

@@ -70,8 +70,8 @@ class NetAgent:
             "put" if report.listeners_put else "unchanged",
             report.errors,
         )
-        if not report.errors:
-            self.ready.set()
+        # Any completed pass worked from a real topology, so the watch may act on it now.
+        self.ready.set()
         return report
 
     async def watch_once(self) -> None:
@@ -128,6 +128,8 @@ class NetAgent:
             try:
                 if revision is None:
                     revision = int((await self.client.changes(0, 0, limit=1))["revision"])
+                    # A pass that read the API before this revision may have missed a change.
+                    self._dirty.set()
                 answer = await self.client.changes(revision, self.config.feed_wait)
             except (ControlApiError, KeyError, ValueError) as exc:
                 log.warning("change feed: %s", exc)

@@ -1,8 +1,4 @@
-"""Read what a namespace holds now (links, addresses, routes, iptables rules) into plain values.
-
-The parsers are pure (they take `ip -j` / `iptables-save` output); the readers run the
-commands through the exec chokepoint.
-"""
+"""Read what a namespace holds (links, addresses, routes, iptables rules) into plain values."""
 
 from __future__ import annotations
 

@@ -1,5 +1,4 @@
-"""A real control API (in-process, SQLite), a fake agent, a proxy and a netagent process,
-all under one run prefix `ms-<run>-`; everything they made is removed afterwards."""
+"""Control API (in-process), fake agent, proxy and netagent under one `ms-<run>-` prefix."""
 
 from __future__ import annotations
 

@@ -1,5 +1,4 @@
-"""The netagent end to end: a network with DHCP and a router, a DHCP guest, both metadata
-paths, restart without disturbance, respawn, and removal."""
+"""The netagent in real namespaces: DHCP guest, both metadata paths, restart, respawn, removal."""
 
 from __future__ import annotations
 
@@ -86,7 +85,7 @@ def _router_ns(run: Run, topo: dict[str, Any]) -> str:
 
 
 def _pidfile(run: Run, topo: dict[str, Any]) -> Path:
-    return run.state / "dhcp" / topo["net"] / "pid"
+    return run.state / "dhcp" / str(topo["net"]) / "pid"
 
 
 def _dnsmasq_pid(run: Run, topo: dict[str, Any]) -> int | None:
@@ -270,6 +269,25 @@ def test_restart_touches_nothing_and_serves_throughout(
     assert _netns_ids(names) == before
     assert _dnsmasq_pid(run, topo) == pid
     assert count > 10 and not failures, f"{len(failures)} of {count} requests failed"
+
+
+def test_new_port_reloads_dnsmasq_without_restart(run: Run, topo: dict[str, Any]) -> None:
+    pid = _dnsmasq_pid(run, topo)
+    created = time.monotonic()
+    port = run.api.ok(
+        "POST",
+        "/v1/ports",
+        {"network_id": topo["net"], "mac_address": "fa:16:3e:00:93:06", "device_id": "vm2"},
+    )
+    hosts = run.state / "dhcp" / str(topo["net"]) / "host"
+    wait_until(lambda: "fa:16:3e:00:93:06" in hosts.read_text(), 10, "the new static lease")
+    print(f"\nnew port in dnsmasq's hosts file {time.monotonic() - created:.3f}s after creation")
+    assert _dnsmasq_pid(run, topo) == pid
+    log = (run.work / "netagent-2.log").read_text()
+    assert f"reloaded ['{topo['net']}']" in log  # SIGHUP, not a restart
+    run.api.ok("DELETE", f"/v1/ports/{port['id']}")
+    wait_until(lambda: "fa:16:3e:00:93:06" not in hosts.read_text(), 10, "the lease removed")
+    assert _dnsmasq_pid(run, topo) == pid
 
 
 def test_killed_dnsmasq_is_back_within_two_seconds(run: Run, topo: dict[str, Any]) -> None:
