@@ -9,7 +9,7 @@ from pathlib import Path
 
 import click
 
-from metastack.demo.run import DEFAULT_WORKDIR, DemoError, down, status, up
+from metastack.demo.run import DEFAULT_WORKDIR, DemoError, down, services, status, up
 from metastack.demo.state import DemoState
 from metastack.errors import MetastackError
 
@@ -106,7 +106,7 @@ def status_command(as_json: bool, workdir: Path) -> None:
     except DemoError as exc:
         click.echo(f"metastack demo: {exc}", err=True)
         sys.exit(1)
-    alive = {p.role: p.alive() for p in state.processes}
+    alive = {role: pid is not None for role, pid in services(state).items()}
     if as_json:
         click.echo(json.dumps([g.report() for g in state.guests], indent=2))
     else:

@@ -18,6 +18,7 @@ from metastack.demo.state import DemoState, Guest, Process
 from metastack.errors import MetastackError
 from metastack.lab.chain import SERVICES, Chain, default_command, write_config
 from metastack.netagent.config import load_netagent_config
+from metastack.netagent.proxyproc import ProxyProcess
 from metastack.netns.apply import delete_netns, list_netns
 
 Progress = Callable[[str], None]
@@ -93,11 +94,21 @@ def up(
 
 
 def _start_chain(state: DemoState, control: int, metadata: int, progress: Progress) -> Chain:
-    progress("starting metastack api (2 workers), agent and proxy")
+    progress("starting metastack api (2 workers) and agent")
     chain = Chain(Path(state.workdir) / "chain", api_workers=2)
     chain.control_port, chain.metadata_port = control, metadata
     try:
-        chain.start()
+        chain.start_api()
+        chain.start_agent()
+        # The netagent runs the proxy (and restarts it if it dies); it only needs a config.
+        write_config(
+            chain.config_path("proxy"),
+            "proxy",
+            {
+                "metadata_proxy_socket": str(chain.agent_socket),
+                "control_socket": str(chain.proxy_socket),
+            },
+        )
     finally:  # record whatever did start, so `down` can stop it
         for service in SERVICES:
             running = chain.running(service)
@@ -116,7 +127,7 @@ def _netagent_config(state: DemoState) -> Path:
 
 
 def _start_netagent(state: DemoState, chain: Chain, progress: Progress) -> None:
-    progress("starting metastack netagent")
+    progress("starting metastack netagent, which runs the proxy")
     config = _netagent_config(state)
     values = {
         "control_url": chain.control_url,
@@ -126,6 +137,7 @@ def _start_netagent(state: DemoState, chain: Chain, progress: Progress) -> None:
         "fabric_netns": f"{state.prefix}fabric",
         "state_path": str(Path(state.workdir) / "netagent"),
         "proxy_control_socket": str(chain.proxy_socket),
+        "proxy_config": str(chain.config_path("proxy")),
         "resync_interval": 10.0,
     }
     write_config(config, "netagent", values)
@@ -271,6 +283,24 @@ def _boot(
             state.save()
 
 
+def _proxy_of(state: DemoState) -> ProxyProcess | None:
+    config = _netagent_config(state)
+    if not config.exists():
+        return None
+    netagent = load_netagent_config(config)
+    if not netagent.proxy_config:
+        return None
+    return ProxyProcess(netagent.proxy_config, netagent.proxy_control_socket, netagent.state_path)
+
+
+def services(state: DemoState) -> dict[str, int | None]:
+    """PID of each demo service that runs now (None for one that does not)."""
+    found: dict[str, int | None] = {p.role: (p.pid if p.alive() else None) for p in state.processes}
+    proxy = _proxy_of(state)
+    found["proxy"] = proxy.pid() if proxy is not None else None
+    return found
+
+
 def status(workdir: Path) -> DemoState:
     """The recorded demo, with every guest's namespace checked against the kernel."""
     state = DemoState.load(workdir)
@@ -300,6 +330,11 @@ def down(workdir: Path, progress: Progress) -> list[str]:
             progress(f"  netagent teardown: {exc} (namespaces are removed below)")
     for guest in state.guests:
         guests.remove(guest.namespace)
+    proxy = _proxy_of(state)
+    pid = proxy.pid() if proxy is not None else None
+    if proxy is not None and pid is not None:
+        progress(f"stopping proxy (pid {pid})")
+        Process("proxy", pid, proxy.config_path).stop()
     for role in ("proxy", "agent", "api"):
         if role in by_role:
             progress(f"stopping {role} (pid {by_role[role].pid})")

@@ -44,6 +44,9 @@ class NetagentConfig(_Section):
     # Namespace holding the bridges ("" = the host's own namespace, for real VM taps).
     fabric_netns: str = "metastack-fabric"
     proxy_control_socket: str = f"{DEFAULT_STATE_PATH}/proxy_control"
+    # When set, the netagent runs `metastack proxy --config <this>` itself and restarts it
+    # within respawn_interval if it dies (else systemd or another supervisor does).
+    proxy_config: str | None = None
     # Prefix of `qdhcp-<id>` / `qrouter-<id>`; tests and the demo use `ms-<run>-`.
     namespace_prefix: str = ""
     # Seconds between full resyncs (everything observed and repaired).

@@ -11,6 +11,7 @@ from typing import Any
 from metastack.client.http import ControlApiError, ControlClient
 from metastack.netagent.config import NetagentConfig
 from metastack.netagent.desired import Desired, desired_state
+from metastack.netagent.proxyproc import ProxyProcess
 from metastack.netagent.reconcile import Reconciler, Report
 from metastack.netagent.topology import ensure_dhcp_ports, fetch_topology
 from metastack.netns import dnsmasq
@@ -21,6 +22,7 @@ log = logging.getLogger("metastack.netagent")
 # Resources whose changes can alter a namespace; instance changes never do.
 RELEVANT = frozenset({"network", "subnet", "port", "router"})
 RETRY_SECONDS = 1.0
+PROXY_START_SECONDS = 5.0
 
 
 class NetAgent:
@@ -38,6 +40,11 @@ class NetAgent:
             config.control_url, config.admin_token, timeout=config.feed_wait + 15
         )
         self.reconciler = Reconciler(config, proxy)
+        self.proxy_process = (
+            ProxyProcess(config.proxy_config, config.proxy_control_socket, config.state_path)
+            if config.proxy_config
+            else None
+        )
         self.ready = asyncio.Event()  # set after the first complete pass
         self._dirty = asyncio.Event()
         self._lock = asyncio.Lock()
@@ -81,13 +88,21 @@ class NetAgent:
         async with self._lock:
             await asyncio.to_thread(self._watch)
 
+    def _keep_proxy(self) -> None:
+        if self.proxy_process is not None and self.proxy_process.ensure():
+            deadline = time.monotonic() + PROXY_START_SECONDS
+            while not self.proxy_process.ready() and time.monotonic() < deadline:
+                time.sleep(0.02)
+
     def _watch(self) -> None:
+        self._keep_proxy()
         self.reconciler.respawn_dead()
         if self.reconciler.sync_listeners():
             log.warning("proxy listeners differed from the wanted set; re-PUT")
 
     async def run(self, stop: asyncio.Event) -> None:
         """Run the feed, reconcile and watch loops until `stop` is set."""
+        await asyncio.to_thread(self._keep_proxy)  # listeners need it from the first pass
         tasks = [
             asyncio.create_task(self._reconcile_loop(), name="reconcile"),
             asyncio.create_task(self._feed_loop(), name="feed"),
