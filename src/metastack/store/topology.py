@@ -140,11 +140,27 @@ def update_network(tx: Tx, network_id: str, spec: NetworkUpdate) -> NetworkView:
     return network_views(tx.session, [row])[0]
 
 
+# Ports the network's own services own; they go with the network, as in neutron.
+SERVICE_PORT_OWNERS = ("network:dhcp",)
+
+
 def delete_network(tx: Tx, network_id: str) -> None:
-    """Remove a network without ports, and its subnets with it."""
+    """Remove a network whose only ports are its DHCP ports; subnets and those ports go too."""
+    from metastack.store.ports import delete_port  # ports builds on this module
+
     row = get_row(tx.session, NetworkRow, network_id, "network")
-    if tx.session.scalar(select(exists().where(PortRow.network_id == network_id))):
+    in_use = exists().where(
+        PortRow.network_id == network_id, PortRow.device_owner.not_in(SERVICE_PORT_OWNERS)
+    )
+    if tx.session.scalar(select(in_use)):
         raise Conflict(f"network {network_id} still has ports")
+    service_ports = tx.session.scalars(
+        select(PortRow).where(
+            PortRow.network_id == network_id, PortRow.device_owner.in_(SERVICE_PORT_OWNERS)
+        )
+    ).all()
+    for port in service_ports:
+        delete_port(tx, port)
     subnet_ids = tx.session.scalars(
         select(SubnetRow.id).where(SubnetRow.network_id == network_id)
     ).all()

@@ -160,3 +160,25 @@ def test_router_interfaces(sql_store: SqlStore) -> None:
         sql_store.remove_router_interface(router.id, subnet_id)
     sql_store.delete_router(router.id)
     assert sql_store.list_routers() == []
+
+
+def test_deleting_a_network_takes_its_dhcp_ports_but_not_others(sql_store: SqlStore) -> None:
+    network = sql_store.create_network(NetworkCreate(name="n", project_id="p"))
+    subnet = sql_store.create_subnet(
+        SubnetCreate(network_id=network.id, cidr="10.1.0.0/24", ip_version=4)
+    )
+    dhcp = sql_store.create_port(
+        PortCreate(network_id=network.id, device_owner="network:dhcp", device_id="dhcp-node")
+    )
+    other = sql_store.create_port(PortCreate(network_id=network.id, device_owner="compute:nova"))
+    with pytest.raises(Conflict):
+        sql_store.delete_network(network.id)
+    sql_store.delete_port(other.id)
+    revision = sql_store.current_revision()
+    sql_store.delete_network(network.id)
+    changes = sql_store.changes_since(revision)
+    assert ("port", dhcp.id, "delete") in [(c.resource, c.resource_id, c.action) for c in changes]
+    with pytest.raises(NotFound):
+        sql_store.get_port(dhcp.id)
+    with pytest.raises(NotFound):
+        sql_store.get_subnet(subnet.id)
