@@ -25,7 +25,7 @@ from typing import Protocol
 
 from sqlalchemy.engine import make_url
 
-from metastack.errors import StoreUnavailable
+from metastack.errors import StoreError
 from metastack.metadata import Documents
 from metastack.metadata.model import Instance
 from metastack.store.base import Change, MetadataStore
@@ -99,12 +99,17 @@ class PollingWatcher:
         while True:
             try:
                 revision = await asyncio.to_thread(self._store.current_revision)
-            except StoreUnavailable as exc:
+            except StoreError as exc:
                 log.warning("revision poll failed: %s", exc)
             else:
                 if last is not None and revision != last:
                     self._dirty = True
-                    await on_change()
+                    try:
+                        await on_change()
+                    except StoreError as exc:  # `last` stays behind: the next poll retries
+                        log.warning("reading the change feed failed: %s", exc)
+                        await asyncio.sleep(self._interval)
+                        continue
                 last = revision
             await asyncio.sleep(self._interval)
 
@@ -151,6 +156,7 @@ class DocumentCache:
         self._clock = clock
         self._entries: OrderedDict[str, Entry] = OrderedDict()
         self._revision = 0
+        self._behind = False  # a catch-up failed: changes may be unread, entries may be stale
         self._catching_up: asyncio.Lock | None = None
         self.hits = 0
         self.misses = 0
@@ -166,7 +172,7 @@ class DocumentCache:
 
     async def get(self, uuid: str) -> Entry | None:
         """The cached entry of an instance, loading and rendering it on a miss."""
-        if self._watcher.maybe_changed():
+        if self._behind or self._watcher.maybe_changed():
             await self.catch_up()
         entry = self._entries.get(uuid)
         if entry is not None and (self._clock() - entry.loaded_at) < self._max_age:
@@ -197,9 +203,11 @@ class DocumentCache:
         assert self._catching_up is not None, "DocumentCache.start() was not awaited"
         async with self._catching_up:
             self._watcher.mark_seen()
+            self._behind = True  # until the feed has been read to its end
             while True:
                 changes = await asyncio.to_thread(self._store.changes_since, self._revision)
                 if not changes:
+                    self._behind = False
                     return
                 self.apply(changes)
 
