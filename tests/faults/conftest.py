@@ -28,6 +28,14 @@ from metastack.config import ApiConfig
 from metastack.store.sql import SqlStore
 
 SECRET = "faults-secret"
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line(
+        "markers", "root: needs root (tmpfs mount, a private PostgreSQL run as postgres)"
+    )
+
+
 PG_BIN = Path(os.environ.get("METASTACK_PG_BIN", "/usr/lib/postgresql/15/bin"))
 REQUEST_TIMEOUT = 15.0  # a request still open after this is a hang
 

@@ -13,9 +13,13 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from metastack.identity import sign_instance_id
 
 from .conftest import SECRET, PrivatePostgres, free_port
+
+pytestmark = pytest.mark.root
 
 METASTACK = str(Path(sys.executable).with_name("metastack"))
 LISTEN_RE = re.compile(r"(\w+) API listening on ([\d.]+):(\d+)")

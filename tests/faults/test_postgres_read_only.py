@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import pytest
 from sqlalchemy import create_engine
 
 from metastack.store.migrate import upgrade
 from metastack.store.sql import SqlStore
 
 from .conftest import PrivatePostgres, api_config, boot, running
+
+pytestmark = pytest.mark.root
 
 
 def set_read_only(url: str, on: bool) -> None:

@@ -7,10 +7,14 @@ import os
 import time
 from pathlib import Path
 
+import pytest
+
 from metastack.store.migrate import upgrade
 from metastack.store.sql import SqlStore
 
 from .conftest import api_config, boot, fill, running
+
+pytestmark = pytest.mark.root
 
 USER_DATA = base64.b64encode(os.urandom(45 * 1024)).decode()  # incompressible, near the limit
 
