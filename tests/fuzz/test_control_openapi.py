@@ -27,7 +27,7 @@ EXAMPLES = 20  # per operation and generation mode; the whole file runs in about
 MAX_WAIT = 0.2  # the change feed may long-poll up to 60 s; the fuzzer needs no more than this
 
 
-def error_has_message(ctx: CheckContext, response: Response, case: Case) -> bool | None:
+def error_has_message(ctx: CheckContext, response: Response, case: Case[Any]) -> bool | None:
     """Every 4xx is JSON `{"error": "<non-empty message>"}`."""
     if 400 <= response.status_code < 500:
         content_type = response.headers.get("content-type", [""])[0]
@@ -129,7 +129,7 @@ def test_operation_conforms(
         database=None,
         suppress_health_check=list(HealthCheck),
     )
-    def check(case: Case) -> None:
+    def check(case: Case[Any]) -> None:
         if case.query and "wait" in case.query:
             case.query["wait"] = MAX_WAIT
         case.call_and_validate(
