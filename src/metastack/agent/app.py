@@ -4,51 +4,70 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Callable
-
-from aiohttp import web
 
 from metastack import identity
-from metastack.agent.forward import Forwarder, build_upstream_headers
+from metastack.agent.forward import Forwarder, Signer
 from metastack.agent.resolve import Resolver
 from metastack.agent.source import parse_origin
 from metastack.errors import InvalidInput, NotFound, UpstreamUnavailable
+from metastack.http11 import REASONS, Request, Response
 
 log = logging.getLogger(__name__)
 
-Handler = Callable[[web.BaseRequest], Awaitable[web.StreamResponse]]
 UNAVAILABLE = "The metadata service is temporarily unavailable."
+_TEXT = [(b"Content-Type", b"text/plain; charset=utf-8")]
+# Which list of `_ProxyHeaders` a lower-cased header name goes to.
+_XFF, _NETWORK, _ROUTER = 0, 1, 2
+_WANTED = {
+    identity.FORWARDED_FOR.lower().encode(): _XFF,
+    identity.NETWORK_ID.lower().encode(): _NETWORK,
+    identity.ROUTER_ID.lower().encode(): _ROUTER,
+}
 
 
-def _text(status: int, message: str) -> web.Response:
-    return web.Response(status=status, text=message + "\n", content_type="text/plain")
+def _text(status: int, message: str) -> Response:
+    return Response(status, REASONS[status], list(_TEXT), message.encode() + b"\n")
 
 
-def make_handler(resolver: Resolver, forwarder: Forwarder, secret: str, timeout: float) -> Handler:
-    """One coroutine serving every path; `timeout` bounds lookup plus forward."""
+def proxy_headers(request: Request) -> tuple[list[str], list[str], list[str]]:
+    """Every value of X-Forwarded-For, X-Neutron-Network-ID and X-Neutron-Router-ID."""
+    found: tuple[list[str], list[str], list[str]] = ([], [], [])
+    for name, value in request.headers:
+        slot = _WANTED.get(name.lower())
+        if slot is not None:
+            found[slot].append(value.decode("utf-8", "surrogateescape"))
+    return found
 
-    async def handle(request: web.BaseRequest) -> web.StreamResponse:
-        headers = request.headers
+
+class AgentHandler:
+    """Serves every path; `timeout` bounds lookup plus forward (then 503)."""
+
+    def __init__(
+        self, resolver: Resolver, forwarder: Forwarder, secret: str, timeout: float
+    ) -> None:
+        self.resolver = resolver
+        self.forwarder = forwarder
+        self.signer = Signer(secret)
+        self.timeout = timeout
+
+    async def __call__(self, request: Request, peer: str) -> Response:
+        """Answer one proxied request."""
         try:
-            origin = parse_origin(
-                headers.getall(identity.FORWARDED_FOR, []),
-                headers.getall(identity.NETWORK_ID, []),
-                headers.getall(identity.ROUTER_ID, []),
-            )
+            origin = parse_origin(*proxy_headers(request))
         except InvalidInput as exc:
             return _text(400, str(exc))
-        body = await request.read()
+        # One deadline for the whole request, checked by the client's own timers: no task
+        # or timeout context per request.
+        deadline = asyncio.get_running_loop().time() + self.timeout
         try:
-            async with asyncio.timeout(timeout):
-                who = await resolver.resolve(origin)
-                upstream = build_upstream_headers(origin.forwarded_for, who, secret)
-                reply = await forwarder.forward(request.method, request.raw_path, body, upstream)
+            who = await self.resolver.resolve(origin, deadline)
+            head = self.signer.header_block(origin.forwarded_for, who)
+            return await self.forwarder.forward(
+                request.method, request.target, request.body, head, deadline
+            )
         except NotFound as exc:
-            log.info("%s from %s: %s", request.raw_path, origin.forwarded_for, exc)
+            log.info("%r from %s: %s", request.target, origin.forwarded_for, exc)
             return _text(404, str(exc))
-        except (UpstreamUnavailable, TimeoutError) as exc:
-            log.warning("%s from %s: 503: %r", request.raw_path, origin.forwarded_for, exc)
+        except UpstreamUnavailable as exc:
+            log.warning("%r from %s: 503: %r", request.target, origin.forwarded_for, exc)
             return _text(503, UNAVAILABLE)
-        return web.Response(status=reply.status, headers=reply.headers, body=reply.body)
-
-    return handle

@@ -2,15 +2,16 @@
 
 from __future__ import annotations
 
+import asyncio
+import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
-
-import aiohttp
-from yarl import URL
+from urllib.parse import quote
 
 from metastack.agent.cache import Change
 from metastack.errors import UpstreamUnavailable
+from metastack.http11 import Headers, Pool, UpstreamTimeout, encode_request
 
 
 @dataclass(frozen=True, slots=True)
@@ -90,30 +91,46 @@ class _Missing(UpstreamUnavailable):
     """A 404: only a lookup by id may read it as "no such object"; elsewhere it means 503."""
 
 
+def _quote(value: str) -> str:
+    # Ids, addresses and MACs only; ':' stays readable as in the control API's own links.
+    return quote(value, safe=":")
+
+
 class ControlClient:
-    """Reads the control API over the shared pooled session; failures -> UpstreamUnavailable."""
+    """Reads the control API over pooled keep-alive connections; failures -> UpstreamUnavailable.
 
-    def __init__(self, session: aiohttp.ClientSession, base_url: str, token: str | None) -> None:
-        self._session = session
-        self._base = URL(base_url)
-        self._headers = {"X-Auth-Token": token} if token else {}
+    Every call takes a deadline in event-loop time: a lookup is bounded by the request
+    it serves.
+    """
 
-    async def _get(self, url: URL, timeout: float | None = None) -> dict[str, Any]:
-        # Without a timeout of its own a lookup is bounded by the request's deadline.
-        client_timeout = aiohttp.ClientTimeout(total=timeout)
+    def __init__(self, pool: Pool, token: str | None) -> None:
+        self._pool = pool
+        endpoint = pool.endpoint
+        self._base = endpoint.base_path
+        self._headers: Headers = [
+            (b"Host", endpoint.host),
+            (b"Accept", b"application/json"),
+            (b"Accept-Encoding", b"identity"),
+        ]
+        if token:
+            self._headers.append((b"X-Auth-Token", token.encode()))
+
+    async def _get(self, target: str, deadline: float) -> dict[str, Any]:
+        timeout = deadline - asyncio.get_running_loop().time()
+        if timeout <= 0:
+            raise UpstreamTimeout(f"control API: no time left for {target}")
+        data = encode_request(b"GET", self._base + target.encode("ascii"), self._headers)
+        response = await self._pool.request(data, timeout=timeout, retry=True)
+        if response.status == 404:
+            raise _Missing(f"control API: {target} not found")
+        if response.status != 200:
+            raise UpstreamUnavailable(f"control API answered {response.status} for {target}")
         try:
-            async with self._session.get(
-                url, headers=self._headers, timeout=client_timeout
-            ) as response:
-                if response.status == 404:
-                    raise _Missing(f"control API: {url} not found")
-                if response.status != 200:
-                    raise UpstreamUnavailable(f"control API answered {response.status} for {url}")
-                document = await response.json()
-        except (TimeoutError, aiohttp.ClientError, ValueError) as exc:
-            raise UpstreamUnavailable(f"control API: {exc.__class__.__name__}: {exc}") from exc
+            document = json.loads(response.body)
+        except ValueError as exc:
+            raise UpstreamUnavailable(f"control API: {target}: invalid JSON: {exc}") from exc
         if not isinstance(document, dict):
-            raise UpstreamUnavailable(f"control API: {url} did not answer a JSON object")
+            raise UpstreamUnavailable(f"control API: {target} did not answer a JSON object")
         return document
 
     async def find_ports(
@@ -122,32 +139,37 @@ class ControlClient:
         *,
         ip_address: str | None = None,
         mac_address: str | None = None,
+        deadline: float,
     ) -> list[Port]:
         """Ports on any of `networks` with this fixed IP or this MAC."""
-        query: list[tuple[str, str]] = [("network_id", network) for network in networks]
+        query = [f"network_id={_quote(network)}" for network in networks]
         if ip_address is not None:
-            query.append(("ip_address", ip_address))
+            query.append(f"ip_address={_quote(ip_address)}")
         if mac_address is not None:
-            query.append(("mac_address", mac_address))
-        document = await self._get((self._base / "v1" / "ports").with_query(query))
+            query.append(f"mac_address={_quote(mac_address)}")
+        document = await self._get("/v1/ports?" + "&".join(query), deadline)
         items = document.get("ports")
         if not isinstance(items, list):
             raise UpstreamUnavailable("control API: ports answer without a 'ports' list")
         return [parse_port(item) for item in items if isinstance(item, dict)]
 
-    async def get_router(self, router_id: str) -> Router | None:
+    async def get_router(self, router_id: str, deadline: float) -> Router | None:
         """The router and its interfaces, or None if the control API does not know it."""
         try:
-            document = await self._get(self._base / "v1" / "routers" / router_id)
+            document = await self._get(f"/v1/routers/{_quote(router_id)}", deadline)
         except _Missing:
             return None
         return parse_router(document)
 
     async def changes(self, since: int, wait: int, timeout: float) -> ChangePage:
         """Changes after revision `since`, long-polling up to `wait` seconds."""
-        url = (self._base / "v1" / "changes").with_query(since=since, wait=wait)
-        document = await self._get(url, timeout=timeout)
+        deadline = asyncio.get_running_loop().time() + timeout
+        document = await self._get(f"/v1/changes?since={since}&wait={wait}", deadline)
         try:
             return parse_changes(document)
         except (KeyError, TypeError, ValueError) as exc:
             raise UpstreamUnavailable(f"control API: malformed change feed: {exc!r}") from exc
+
+    async def close(self) -> None:
+        """Close the idle connections."""
+        await self._pool.close()

@@ -2,55 +2,111 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import ssl
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
-
-import aiohttp
-from multidict import CIMultiDict
-from yarl import URL
+from collections.abc import Iterable, Sequence
 
 from metastack import identity
 from metastack.agent.cache import Identity
 from metastack.agent.config import AgentConfig
 from metastack.errors import UpstreamUnavailable
+from metastack.http11 import (
+    REASONS,
+    ConnectFailed,
+    Endpoint,
+    Headers,
+    Pool,
+    Response,
+    UpstreamBroken,
+    UpstreamTimeout,
+    encode_request,
+)
 
 log = logging.getLogger(__name__)
 
 # Not relayed to the proxy: connection-level headers, and the length the server recomputes.
 HOP_BY_HOP = frozenset(
     {
-        "connection",
-        "keep-alive",
-        "proxy-authenticate",
-        "proxy-authorization",
-        "te",
-        "trailer",
-        "transfer-encoding",
-        "upgrade",
-        "content-length",
+        b"connection",
+        b"keep-alive",
+        b"proxy-authenticate",
+        b"proxy-authorization",
+        b"te",
+        b"trailer",
+        b"transfer-encoding",
+        b"upgrade",
+        b"content-length",
     }
 )
-# aiohttp would add these on its own; the API must see none of the guest's headers, and
-# Accept-Encoding is set explicitly to identity so bodies pass through byte for byte.
-SKIP_AUTO_HEADERS = ("Content-Type",)
+IDEMPOTENT = frozenset({b"GET", b"HEAD", b"OPTIONS"})
+# Idle keep-alive connections kept per metadata API endpoint.
+POOL_SIZE = 512
+
+_XFF = identity.FORWARDED_FOR.encode()
+_INSTANCE = identity.INSTANCE_ID.encode()
+_TENANT = identity.TENANT_ID.encode()
+_SIGNATURE = identity.INSTANCE_ID_SIGNATURE.encode()
 
 
-def build_upstream_headers(forwarded_for: str, who: Identity, secret: str) -> dict[str, str]:
-    """Exactly the contract's four headers, plus identity encoding."""
-    return {
-        identity.FORWARDED_FOR: forwarded_for,
-        identity.INSTANCE_ID: who.instance_id,
-        identity.TENANT_ID: who.project_id,
-        identity.INSTANCE_ID_SIGNATURE: identity.sign_instance_id(secret, who.instance_id),
-        "Accept-Encoding": "identity",
-    }
+def _header_value(value: str) -> bytes:
+    # Ids come from the control API and the address from the proxy; a line break in
+    # either would let it write headers of its own.
+    data = value.encode("utf-8", "surrogateescape")
+    if b"\r" in data or b"\n" in data:
+        raise UpstreamUnavailable("refusing a header value with a line break")
+    return data
 
 
-def relayed_headers(headers: Mapping[str, str]) -> CIMultiDict[str]:
-    """The API's response headers minus hop-by-hop ones."""
-    return CIMultiDict((k, v) for k, v in headers.items() if k.lower() not in HOP_BY_HOP)
+def build_upstream_headers(forwarded_for: str, who: Identity, secret: str) -> Headers:
+    """Exactly the contract's four headers, plus identity encoding (bodies pass byte for
+    byte)."""
+    return [(_XFF, _header_value(forwarded_for)), *_identity_headers(who, secret)]
+
+
+def _identity_headers(who: Identity, secret: str) -> Headers:
+    return [
+        (_INSTANCE, _header_value(who.instance_id)),
+        (_TENANT, _header_value(who.project_id)),
+        (_SIGNATURE, identity.sign_instance_id(secret, who.instance_id).encode()),
+        (b"Accept-Encoding", b"identity"),
+    ]
+
+
+def _encode(headers: Headers) -> bytes:
+    return b"".join(b"%s: %s\r\n" % (name, value) for name, value in headers)
+
+
+class Signer:
+    """The headers of :func:`build_upstream_headers`, encoded; the part that depends only on
+    the identity is signed once and kept (a guest asks dozens of times per boot)."""
+
+    MAX_KEPT = 16384
+
+    def __init__(self, secret: str) -> None:
+        self._secret = secret
+        self._blocks: dict[Identity, bytes] = {}
+
+    def header_block(self, forwarded_for: str, who: Identity) -> bytes:
+        """Header lines for the API request, each ending in CRLF (Host not included)."""
+        block = self._blocks.get(who)
+        if block is None:
+            if len(self._blocks) >= self.MAX_KEPT:
+                self._blocks.clear()  # rare; dropping all is simpler than an LRU here
+            block = self._blocks[who] = _encode(_identity_headers(who, self._secret))
+        return b"%s: %s\r\n%s" % (_XFF, _header_value(forwarded_for), block)
+
+
+def relayed_headers(
+    headers: Iterable[tuple[bytes, bytes]], *, keep_length: bool = False
+) -> Headers:
+    """The API's response headers minus hop-by-hop ones (Content-Length too, unless a HEAD
+    reply's length must reach the guest as the API stated it)."""
+    return [
+        (name, value)
+        for name, value in headers
+        if name.lower() not in HOP_BY_HOP or (keep_length and name.lower() == b"content-length")
+    ]
 
 
 def make_ssl_context(config: AgentConfig) -> ssl.SSLContext:
@@ -64,24 +120,12 @@ def make_ssl_context(config: AgentConfig) -> ssl.SSLContext:
     return context
 
 
-@dataclass(frozen=True, slots=True)
-class Reply:
-    """The API's answer, relayed to the proxy unchanged."""
-
-    status: int
-    headers: CIMultiDict[str]
-    body: bytes
-
-
-IDEMPOTENT = frozenset({"GET", "HEAD", "OPTIONS"})
-
-
-def may_fail_over(method: str, exc: BaseException) -> bool:
+def may_fail_over(method: bytes, exc: BaseException) -> bool:
     """True when the next endpoint may take the request: it never reached this one, or
     it was dropped unanswered and replaying it changes nothing."""
-    if isinstance(exc, aiohttp.ClientConnectorError | aiohttp.ConnectionTimeoutError):
+    if isinstance(exc, ConnectFailed):
         return True
-    return isinstance(exc, aiohttp.ServerDisconnectedError) and method in IDEMPOTENT
+    return isinstance(exc, UpstreamBroken) and method in IDEMPOTENT
 
 
 class Forwarder:
@@ -89,50 +133,64 @@ class Forwarder:
 
     def __init__(
         self,
-        session: aiohttp.ClientSession,
         endpoints: Sequence[str],
         ssl_context: ssl.SSLContext | None = None,
+        *,
+        connect_timeout: float = 3.0,
     ) -> None:
         if not endpoints:
             raise ValueError("at least one metadata API endpoint is required")
-        self._session = session
-        # Per request, so TLS settings for the metadata API never apply to the control API.
-        self._ssl: ssl.SSLContext | bool = ssl_context if ssl_context is not None else True
-        self._endpoints = [URL(endpoint) for endpoint in endpoints]
+        self._pools = [
+            Pool(
+                Endpoint.from_url(url),
+                connect_timeout=connect_timeout,
+                pool_size=POOL_SIZE,
+                ssl_context=ssl_context,
+            )
+            for url in endpoints
+        ]
         # Start where the last request succeeded, so a dead endpoint costs one failure, not one
         # per request.
         self._preferred = 0
 
     async def forward(
-        self, method: str, path_qs: str, body: bytes, headers: Mapping[str, str]
-    ) -> Reply:
-        """Relay a request; UpstreamUnavailable when no endpoint could be reached."""
-        count = len(self._endpoints)
+        self, method: bytes, target: bytes, body: bytes, header_block: bytes, deadline: float
+    ) -> Response:
+        """Relay a request before `deadline` (loop time) and return the API's answer ready
+        for the proxy; UpstreamUnavailable when no endpoint answered. `header_block` is
+        what :meth:`Signer.header_block` made."""
+        loop = asyncio.get_running_loop()
+        count = len(self._pools)
+        retry = method in IDEMPOTENT
+        is_head = method == b"HEAD"
         last_error: BaseException | None = None
         for attempt in range(count):
             index = (self._preferred + attempt) % count
-            url = URL(str(self._endpoints[index]) + path_qs, encoded=True)
+            pool = self._pools[index]
+            endpoint = pool.endpoint
+            remaining = deadline - loop.time()
+            if remaining <= 0:
+                raise UpstreamTimeout(f"metadata API: no answer in time ({last_error!r})")
+            head = b"Host: %s\r\n%s" % (endpoint.host, header_block)
+            data = encode_request(method, endpoint.base_path + target, head, body)
             try:
-                reply = await self._send(method, url, body, headers)
-            except (TimeoutError, aiohttp.ClientError) as exc:
+                response = await pool.request(data, timeout=remaining, retry=retry, is_head=is_head)
+            except UpstreamUnavailable as exc:
                 if not may_fail_over(method, exc):
-                    raise UpstreamUnavailable(f"metadata API {url.origin()}: {exc!r}") from exc
-                log.warning("metadata API %s unreachable: %s", self._endpoints[index], exc)
+                    raise
+                log.warning("metadata API %s unreachable: %s", endpoint, exc)
                 last_error = exc
                 continue
             self._preferred = index
-            return reply
+            return Response(
+                response.status,
+                response.reason or REASONS.get(response.status, b"Unknown"),
+                relayed_headers(response.headers, keep_length=is_head),
+                response.body,
+            )
         raise UpstreamUnavailable(f"no metadata API endpoint reachable: {last_error!r}")
 
-    async def _send(self, method: str, url: URL, body: bytes, headers: Mapping[str, str]) -> Reply:
-        async with self._session.request(
-            method,
-            url,
-            data=body or None,
-            headers=headers,
-            skip_auto_headers=SKIP_AUTO_HEADERS,
-            allow_redirects=False,
-            ssl=self._ssl,
-        ) as response:
-            payload = await response.read()
-            return Reply(response.status, relayed_headers(response.headers), payload)
+    async def close(self) -> None:
+        """Close the idle connections of every endpoint."""
+        for pool in self._pools:
+            await pool.close()

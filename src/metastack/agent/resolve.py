@@ -58,24 +58,25 @@ class Resolver:
         self._cache = cache
         self._clock = clock
 
-    async def resolve(self, origin: Origin) -> Identity:
-        """The identity for a parsed request, or NotFound -> 404."""
+    async def resolve(self, origin: Origin, deadline: float) -> Identity:
+        """The identity for a parsed request, or NotFound -> 404; lookups the cache cannot
+        answer must finish before `deadline` (event-loop time)."""
         if origin.network_id is not None:
             networks: tuple[str, ...] = (origin.network_id,)
         else:
             assert origin.router_id is not None
-            networks = await self._router_networks(origin.router_id)
-        found = await self._find(networks, origin.source) if networks else None
+            networks = await self._router_networks(origin.router_id, deadline)
+        found = await self._find(networks, origin.source, deadline) if networks else None
         if found is None:
             raise NotFound(f"Instance was not found on {origin.place()}.")
         return found
 
-    async def _router_networks(self, router_id: str) -> tuple[str, ...]:
+    async def _router_networks(self, router_id: str, deadline: float) -> tuple[str, ...]:
         cached = self._cache.get_router(router_id, self._clock())
         if cached is not None:
             return cached
         ticket = self._cache.ticket()
-        router = await self._control.get_router(router_id)
+        router = await self._control.get_router(router_id, deadline)
         if router is None:
             return ()
         self._cache.store_router(
@@ -83,7 +84,9 @@ class Resolver:
         )
         return router.networks
 
-    async def _find(self, networks: tuple[str, ...], source: Source) -> Identity | None:
+    async def _find(
+        self, networks: tuple[str, ...], source: Source, deadline: float
+    ) -> Identity | None:
         if source.mac_address is not None:
             key: PortKey = (networks, "mac_address", source.mac_address)
         elif source.ip_address is not None:
@@ -95,7 +98,10 @@ class Resolver:
             return cached[0]
         ticket = self._cache.ticket()
         ports = await self._control.find_ports(
-            networks, ip_address=source.ip_address, mac_address=source.mac_address
+            networks,
+            ip_address=source.ip_address,
+            mac_address=source.mac_address,
+            deadline=deadline,
         )
         found = matching_identity(ports, networks, source)
         self._cache.store_port(key, found, ticket, self._clock())

@@ -1,4 +1,4 @@
-"""Agent lifecycle: the unix socket, the pooled client session, the feed task, shutdown."""
+"""Agent lifecycle: the unix socket, the pooled clients, the feed task, shutdown."""
 
 from __future__ import annotations
 
@@ -12,10 +12,7 @@ import stat
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
-import aiohttp
-from aiohttp import web
-
-from metastack.agent.app import make_handler
+from metastack.agent.app import AgentHandler
 from metastack.agent.cache import LookupCache
 from metastack.agent.config import AgentConfig
 from metastack.agent.control import ControlClient
@@ -23,8 +20,22 @@ from metastack.agent.feed import follow_changes
 from metastack.agent.forward import Forwarder, make_ssl_context
 from metastack.agent.resolve import Resolver
 from metastack.errors import ConfigError
+from metastack.http11 import Endpoint, HttpServer, Limits, Pool
 
 log = logging.getLogger(__name__)
+
+# What the proxies may send: their own guest limits (16 KiB of head, 1 MiB of body by
+# default) plus the headers they add. Their pooled connections may idle a while.
+LIMITS = Limits(
+    max_header_bytes=65536,
+    max_headers=200,
+    max_body_bytes=1 << 20,
+    header_timeout=10.0,
+    keepalive_timeout=75.0,
+)
+SHUTDOWN_GRACE = 5.0
+# Idle keep-alive connections kept to the control API (lookups and the change feed).
+CONTROL_POOL_SIZE = 64
 
 
 def _remove_stale(path: str) -> None:
@@ -89,30 +100,32 @@ async def running(config: AgentConfig) -> AsyncIterator[RunningAgent]:
         make_ssl_context(config) if any(url.startswith("https:") for url in endpoints) else None
     )
     cache = LookupCache(config.cache_expiration, config.cache_size)
+    try:
+        control_pool = Pool(
+            Endpoint.from_url(config.control_url),
+            connect_timeout=config.upstream_connect_timeout,
+            pool_size=CONTROL_POOL_SIZE,
+        )
+        forwarder = Forwarder(
+            endpoints, ssl_context, connect_timeout=config.upstream_connect_timeout
+        )
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from exc
+    control = ControlClient(control_pool, config.admin_token)
     sock = bind_unix_socket(
         config.metadata_proxy_socket, config.socket_mode(), config.metadata_backlog
     )
     inode = os.lstat(config.metadata_proxy_socket).st_ino
-    session = aiohttp.ClientSession(
-        connector=aiohttp.TCPConnector(limit=1024, limit_per_host=512),
-        timeout=aiohttp.ClientTimeout(total=None, sock_connect=config.upstream_connect_timeout),
-        auto_decompress=False,  # relay bodies as the API sent them
-    )
-    control = ControlClient(session, config.control_url, config.admin_token)
-    handler = make_handler(
+    handler = AgentHandler(
         Resolver(control, cache),
-        Forwarder(session, endpoints, ssl_context),
+        forwarder,
         config.metadata_proxy_shared_secret,
         config.upstream_timeout,
     )
-    runner = web.ServerRunner(
-        web.Server(handler, access_log=None), handle_signals=False, shutdown_timeout=5.0
-    )
+    server: HttpServer | None = None
     feed: asyncio.Task[None] | None = None
     try:
-        await runner.setup()
-        site = web.SockSite(runner, sock, backlog=config.metadata_backlog)
-        await site.start()
+        server = await HttpServer.start(handler, LIMITS, sock, backlog=config.metadata_backlog)
         if cache.enabled:
             feed = asyncio.create_task(follow_changes(control, cache, config.feed_wait))
         log.info("metadata agent listening on %s", config.metadata_proxy_socket)
@@ -122,8 +135,10 @@ async def running(config: AgentConfig) -> AsyncIterator[RunningAgent]:
             feed.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await feed
-        await runner.cleanup()
-        await session.close()
+        if server is not None:
+            await server.close(SHUTDOWN_GRACE)
+        await forwarder.close()
+        await control.close()
         sock.close()
         _unlink_if_ours(config.metadata_proxy_socket, inode)
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 import re
 from collections.abc import Sequence
@@ -71,6 +72,8 @@ def parse_origin(
     return Origin(value, parse_forwarded_for(value), network_id, router_id)
 
 
+# A guest asks dozens of times per boot from the same address: parse each address once.
+@functools.lru_cache(maxsize=8192)
 def parse_forwarded_for(value: str) -> Source:
     """One address: IPv4-mapped IPv6 -> dotted IPv4; IPv6 link-local -> MAC (EUI-64)."""
     text = value.strip()

@@ -45,12 +45,18 @@ class ClientResponse:
 BODY_METHODS = frozenset({b"POST", b"PUT", b"PATCH"})
 
 
-def encode_request(method: bytes, target: bytes, headers: Headers, body: bytes = b"") -> bytes:
+def encode_request(
+    method: bytes, target: bytes, headers: Headers | bytes, body: bytes = b""
+) -> bytes:
     """Request line, headers and body in one buffer; Content-Length added when there is a
-    body or the method expects one. `headers` must carry Host."""
-    parts = [b"%s %s HTTP/1.1\r\n" % (method, target)]
-    for name, value in headers:
-        parts.append(b"%s: %s\r\n" % (name, value))
+    body or the method expects one. `headers` (pairs, or lines already encoded, each
+    ending in CRLF) must carry Host."""
+    if isinstance(headers, bytes):
+        parts = [b"%s %s HTTP/1.1\r\n" % (method, target), headers]
+    else:
+        parts = [b"%s %s HTTP/1.1\r\n" % (method, target)]
+        for name, value in headers:
+            parts.append(b"%s: %s\r\n" % (name, value))
     if body or method in BODY_METHODS:
         parts.append(b"Content-Length: %d\r\n" % len(body))
     parts.append(b"\r\n")

@@ -86,6 +86,7 @@ class HttpProtocol(asyncio.Protocol):
         self.in_message = False
         self.closing = False
         self.write_paused = False
+        self.read_paused = False
         self._reset_message()
 
     def _reset_message(self) -> None:
@@ -205,6 +206,7 @@ class HttpProtocol(asyncio.Protocol):
         self.queue.append(request)
         if len(self.queue) >= _MAX_PIPELINED and self.transport is not None:
             self.transport.pause_reading()
+            self.read_paused = True
         self._next()
 
     # -- dispatch ----------------------------------------------------------------------
@@ -223,7 +225,8 @@ class HttpProtocol(asyncio.Protocol):
         self.task = None
         self.write(response, request)
         if self.transport is not None and not self.closing:
-            if len(self.queue) < _MAX_PIPELINED:
+            if self.read_paused and len(self.queue) < _MAX_PIPELINED:
+                self.read_paused = False
                 self.transport.resume_reading()
             if self.queue:
                 self._next()
