@@ -9,7 +9,15 @@ from pathlib import Path
 
 import click
 
-from metastack.demo.run import DEFAULT_WORKDIR, DemoError, down, services, status, up
+from metastack.demo.run import (
+    DEFAULT_WORKDIR,
+    DemoError,
+    down,
+    restart_netagent,
+    services,
+    status,
+    up,
+)
 from metastack.demo.state import DemoState
 from metastack.errors import MetastackError
 
@@ -125,3 +133,15 @@ def down_command(workdir: Path) -> None:
     removed = down(workdir, _progress)
     if not removed and not workdir.exists():
         click.echo("metastack demo: nothing to remove", err=True)
+
+
+@demo_command.command("restart")
+@click.argument("service", type=click.Choice(["netagent"]))
+@WORKDIR
+def restart_command(service: str, workdir: Path) -> None:
+    """Restart a demo service in place (guests stay served)."""
+    try:
+        restart_netagent(workdir, _progress)
+    except DemoError as exc:
+        click.echo(f"metastack demo: {exc}", err=True)
+        sys.exit(1)

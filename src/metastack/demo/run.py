@@ -52,6 +52,18 @@ NETWORKS = (
 )
 
 
+def _check_searchable(workdir: Path) -> None:
+    """dnsmasq drops to `nobody` and re-reads its hosts file there on every reload."""
+    workdir.chmod(0o755)
+    for folder in (workdir, *workdir.resolve().parents):
+        if not folder.stat().st_mode & 0o001:
+            raise DemoError(
+                f"{folder} is not searchable by other users, so dnsmasq (which runs as "
+                "nobody) could not read its files; choose a --workdir under world-searchable "
+                "folders"
+            )
+
+
 def _running_state(workdir: Path) -> DemoState | None:
     state = DemoState.load(workdir)
     if state is not None and any(p.alive() for p in state.processes):
@@ -75,6 +87,7 @@ def up(
         down(workdir, progress)
     run_id = secrets.token_hex(2)
     workdir.mkdir(parents=True, exist_ok=True)
+    _check_searchable(workdir)
     state = DemoState(str(workdir), run_id, f"ms-{run_id}-")
     state.made_etc_netns = not guests.ETC_NETNS.exists()
     state.save()
@@ -128,7 +141,6 @@ def _netagent_config(state: DemoState) -> Path:
 
 def _start_netagent(state: DemoState, chain: Chain, progress: Progress) -> None:
     progress("starting metastack netagent, which runs the proxy")
-    config = _netagent_config(state)
     values = {
         "control_url": chain.control_url,
         "admin_token": chain.admin_token,
@@ -140,19 +152,37 @@ def _start_netagent(state: DemoState, chain: Chain, progress: Progress) -> None:
         "proxy_config": str(chain.config_path("proxy")),
         "resync_interval": 10.0,
     }
-    write_config(config, "netagent", values)
-    log = (Path(state.workdir) / "netagent.log").open("ab")
-    process = subprocess.Popen(
-        [*default_command(), "netagent", "--config", str(config)],
-        stdin=subprocess.DEVNULL,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        start_new_session=True,
-    )
-    log.close()
-    state.processes.append(Process("netagent", process.pid, str(config)))
+    write_config(_netagent_config(state), "netagent", values)
     state.namespaces.append(f"{state.prefix}fabric")
+    _spawn_netagent(state)
+
+
+def _spawn_netagent(state: DemoState) -> Process:
+    config = _netagent_config(state)
+    with (Path(state.workdir) / "netagent.log").open("ab") as log:
+        process = subprocess.Popen(
+            [*default_command(), "netagent", "--config", str(config)],
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    started = Process("netagent", process.pid, str(config))
+    state.processes = [p for p in state.processes if p.role != "netagent"] + [started]
     state.save()
+    return started
+
+
+def restart_netagent(workdir: Path, progress: Progress) -> Process:
+    """Stop the demo's netagent and start it again: nothing that is right may change."""
+    state = status(workdir)
+    for process in state.processes:
+        if process.role == "netagent":
+            progress(f"stopping netagent (pid {process.pid})")
+            process.stop()
+    started = _spawn_netagent(state)
+    progress(f"started netagent (pid {started.pid})")
+    return started
 
 
 def _create_networks(chain: Chain, progress: Progress) -> dict[str, dict[str, Any]]:

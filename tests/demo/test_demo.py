@@ -1,0 +1,280 @@
+"""`metastack demo` end to end through its CLI: DHCP-booted guests, both paths, faults, cleanup."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import urllib.request
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+pytestmark = [pytest.mark.e2e, pytest.mark.netns]
+
+METASTACK = str(Path(sys.executable).with_name("metastack"))
+PINNED_KEYS = {"name", "uuid", "namespace", "network_id", "ip", "path", "cloud_init_ok"}
+URL = "http://169.254.169.254/latest/meta-data/instance-id"
+
+
+def why_not() -> str | None:
+    if os.geteuid() != 0:
+        return "the demo needs root (namespaces, bridges, dnsmasq)"
+    for tool in ("ip", "curl", "busybox", "dnsmasq"):
+        if shutil.which(tool) is None and not Path(f"/usr/sbin/{tool}").exists():
+            return f"the demo needs {tool}"
+    if not Path("/usr/bin/cloud-init").exists():
+        return "the demo needs Debian's cloud-init"
+    return None
+
+
+def demo(*args: str, workdir: Path, check: bool = True) -> subprocess.CompletedProcess[str]:
+    result = subprocess.run(
+        [METASTACK, "demo", *args, "--workdir", str(workdir)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    if check:
+        assert result.returncode == 0, result.stderr[-3000:]
+    return result
+
+
+def searchable_tmp() -> Path:
+    """A fresh folder others may traverse: dnsmasq runs as nobody and reads files below it."""
+    folder = Path(tempfile.mkdtemp(prefix="ms-demo-"))
+    folder.chmod(0o755)
+    return folder
+
+
+def netns_list() -> list[str]:
+    out = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout
+    return [line.split()[0] for line in out.splitlines() if line.strip()]
+
+
+def processes_mentioning(text: str) -> list[int]:
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            if text.encode() in (entry / "cmdline").read_bytes():
+                found.append(int(entry.name))
+        except OSError:
+            continue
+    return found
+
+
+def assert_nothing_left(prefix: str, workdir: Path) -> None:
+    assert [n for n in netns_list() if n.startswith(prefix)] == []
+    assert not workdir.exists()
+    assert processes_mentioning(str(workdir)) == []
+    assert not any(p.name.startswith(prefix) for p in Path("/etc/netns").glob("*"))
+
+
+@dataclass
+class Demo:
+    workdir: Path
+    guests: list[dict[str, Any]]
+    state: dict[str, Any]
+
+    @property
+    def prefix(self) -> str:
+        return str(self.state["prefix"])
+
+    def curl(self, namespace: str, url: str = URL) -> tuple[str, str]:
+        out = subprocess.run(
+            [
+                "ip",
+                "netns",
+                "exec",
+                namespace,
+                "curl",
+                "-s",
+                "-m",
+                "3",
+                "-w",
+                "\n%{http_code}",
+                url,
+            ],
+            capture_output=True,
+            text=True,
+        ).stdout
+        body, _, code = out.rpartition("\n")
+        return code, body
+
+    def control(self, method: str, path: str, body: Any = None) -> Any:
+        token = (self.workdir / "token").read_text().strip()
+        request = urllib.request.Request(
+            self.state["control_url"] + path,
+            data=None if body is None else json.dumps(body).encode(),
+            method=method,
+            headers={"X-Auth-Token": token, "Content-Type": "application/json"},
+        )
+        with urllib.request.urlopen(request, timeout=10) as response:
+            raw = response.read()
+        return json.loads(raw) if raw else None
+
+    def dnsmasq_pids(self) -> dict[str, int]:
+        pids = {}
+        for pidfile in (self.workdir / "netagent" / "dhcp").glob("*/pid"):
+            pids[pidfile.parent.name] = int(pidfile.read_text().strip())
+        return pids
+
+    def by_path(self, path: str) -> dict[str, Any]:
+        return next(g for g in self.guests if g["path"] == path)
+
+
+@pytest.fixture(scope="module")
+def up() -> Iterator[Demo]:
+    reason = why_not()
+    if reason:
+        pytest.skip(reason)
+    # dnsmasq runs as nobody: the state must not sit under pytest's private tmp folders
+    workdir = searchable_tmp() / "state"
+    result = demo(
+        "up", "--instances", "4", "--json", "--control-port", "0", "--metadata-port", "0",
+        workdir=workdir, check=False,
+    )  # fmt: skip
+    state = json.loads((workdir / "demo.json").read_text())
+    try:
+        assert result.returncode == 0, result.stderr[-3000:]
+        yield Demo(workdir, json.loads(result.stdout), state)
+    finally:
+        demo("down", workdir=workdir)
+        assert_nothing_left(state["prefix"], workdir)
+        workdir.parent.rmdir()
+
+
+def test_every_guest_booted_by_dhcp_and_cloud_init(up: Demo) -> None:
+    assert len(up.guests) == 4
+    for guest in up.guests:
+        assert set(guest) >= PINNED_KEYS, guest
+        assert guest["cloud_init_ok"] is True, guest
+        assert guest["namespace"] in netns_list()
+    assert {g["path"] for g in up.guests} == {"dhcp", "router"}
+    assert len({g["uuid"] for g in up.guests}) == 4
+
+
+def test_same_addresses_in_both_projects_each_served_its_own(up: Demo) -> None:
+    by_ip: dict[str, list[dict[str, Any]]] = {}
+    for guest in up.guests:
+        by_ip.setdefault(guest["ip"], []).append(guest)
+    shared = [guests for guests in by_ip.values() if len(guests) > 1]
+    assert shared, "the demo should give two guests the same address"
+    for guests in shared:
+        assert len({g["network_id"] for g in guests}) == len(guests)
+        for guest in guests:
+            code, body = up.curl(
+                guest["namespace"], "http://169.254.169.254/openstack/latest/meta_data.json"
+            )
+            assert code == "200"
+            assert json.loads(body)["uuid"] == guest["uuid"]
+
+
+def test_status_reports_the_same_guests(up: Demo) -> None:
+    result = demo("status", "--json", workdir=up.workdir)
+    assert [g["uuid"] for g in json.loads(result.stdout)] == [g["uuid"] for g in up.guests]
+
+
+def test_netagent_restart_fails_no_request_and_changes_nothing(up: Demo) -> None:
+    namespaces = {n for n in netns_list() if n.startswith(up.prefix)}
+    dnsmasq_before = up.dnsmasq_pids()
+    guests = [up.by_path("dhcp"), up.by_path("router")]
+    codes: list[str] = []
+    stop = threading.Event()
+
+    def loop() -> None:
+        while not stop.is_set():
+            for guest in guests:
+                codes.append(up.curl(guest["namespace"])[0])
+
+    worker = threading.Thread(target=loop)
+    worker.start()
+    try:
+        time.sleep(0.5)
+        demo("restart", "netagent", workdir=up.workdir)
+        time.sleep(2.0)
+    finally:
+        stop.set()
+        worker.join()
+    assert len(codes) > 20
+    assert set(codes) == {"200"}, codes
+    assert up.dnsmasq_pids() == dnsmasq_before
+    assert {n for n in netns_list() if n.startswith(up.prefix)} == namespaces
+
+
+def wait_for_200(up: Demo, namespace: str, within: float) -> float:
+    started = time.monotonic()
+    while up.curl(namespace)[0] != "200":
+        assert time.monotonic() - started < within, f"not served again within {within} s"
+        time.sleep(0.05)
+    return time.monotonic() - started
+
+
+def test_killed_proxy_is_back_within_two_seconds(up: Demo) -> None:
+    pidfile = up.workdir / "netagent" / "proxy.pid"
+    old = int(pidfile.read_text())
+    os.kill(old, signal.SIGKILL)
+    for path in ("dhcp", "router"):
+        wait_for_200(up, up.by_path(path)["namespace"], 2.0)
+    assert int(pidfile.read_text()) != old
+
+
+def test_killed_dnsmasq_is_back_within_two_seconds(up: Demo) -> None:
+    network, old = next(iter(up.dnsmasq_pids().items()))
+    os.kill(old, signal.SIGKILL)
+    started = time.monotonic()
+    while True:
+        new = up.dnsmasq_pids().get(network)
+        if new and new != old and Path(f"/proc/{new}/cmdline").read_bytes():
+            break
+        assert time.monotonic() - started < 2.0, "dnsmasq was not restarted within 2 s"
+        time.sleep(0.05)
+
+
+def test_deleting_a_network_removes_its_namespace(up: Demo) -> None:
+    network = up.control("POST", "/v1/networks", {"name": "doomed", "project_id": "demo-a"})
+    up.control(
+        "POST",
+        "/v1/subnets",
+        {"network_id": network["id"], "cidr": "10.99.0.0/24", "ip_version": 4},
+    )
+    namespace = f"{up.prefix}qdhcp-{network['id']}"
+    deadline = time.monotonic() + 10
+    while namespace not in netns_list():
+        assert time.monotonic() < deadline, "the new network's DHCP namespace did not appear"
+        time.sleep(0.1)
+    up.control("DELETE", f"/v1/networks/{network['id']}")
+    deadline = time.monotonic() + 10
+    while namespace in netns_list():
+        assert time.monotonic() < deadline, "the deleted network's namespace is still there"
+        time.sleep(0.1)
+
+
+def test_down_after_a_failed_up_leaves_nothing() -> None:
+    reason = why_not()
+    if reason:
+        pytest.skip(reason)
+    workdir = searchable_tmp() / "failed"
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        result = demo("up", "--control-port", str(port), workdir=workdir, check=False)
+    assert result.returncode == 1
+    state = json.loads((workdir / "demo.json").read_text())
+    assert state["phase"] == "failed"
+    demo("down", workdir=workdir)
+    assert_nothing_left(state["prefix"], workdir)
+    workdir.parent.rmdir()
