@@ -13,6 +13,7 @@ from metastack.store import views
 
 MAX_WAIT_SECONDS = 60.0
 MAX_LIMIT = 10000
+MAX_REVISION = 2**62
 
 
 def _number(query: Query, name: str, default: float, low: float, high: float) -> float:
@@ -42,7 +43,9 @@ def _integer(query: Query, name: str, default: int, low: int, high: int) -> int:
 
 FEED_PARAMS = (
     Param(
-        "since", "changes after this revision (default 0)", schema={"type": "integer", "minimum": 0}
+        "since",
+        "changes after this revision (default 0)",
+        schema={"type": "integer", "minimum": 0, "maximum": MAX_REVISION},
     ),
     Param(
         "wait",
@@ -61,7 +64,7 @@ async def changes(request: web.Request) -> web.StreamResponse:
     """GET /v1/changes?since=N&wait=S&limit=L: the current revision and changes after N."""
     context = request.app[CONTEXT]
     query = check_query(request, FEED_PARAMS)
-    since = _integer(query, "since", 0, 0, 2**62)
+    since = _integer(query, "since", 0, 0, MAX_REVISION)
     wait = _number(query, "wait", 0.0, 0.0, MAX_WAIT_SECONDS)
     limit = _integer(query, "limit", 1000, 1, MAX_LIMIT)
     revision, found = await context.call(context.store.changes_page, since, limit)
