@@ -23,6 +23,7 @@ log = logging.getLogger(__name__)
 _MAX_PIPELINED = 16
 _CONTENT_LENGTH = b"content-length"
 _EXPECT = b"expect"
+_VERSIONS = frozenset({"1.0", "1.1"})
 
 
 class _Reject(Exception):
@@ -171,6 +172,11 @@ class HttpProtocol(asyncio.Protocol):
     def on_headers_complete(self) -> None:
         if self.parser.get_method() == b"CONNECT":
             raise _Reject(405, "CONNECT is not supported")
+        version = self.parser.get_http_version()
+        if version not in _VERSIONS:
+            # llhttp takes a request line without a version as HTTP/0.9, and HTTP/2.0 as
+            # text; neither is a request this server can answer in kind.
+            raise _Reject(400, f"HTTP/{version} is not supported")
         expect = False
         for name, value in self.headers:
             size = len(name)

@@ -40,6 +40,9 @@ async def closed(reader: asyncio.StreamReader) -> bool:
         (b"GET / HTTP/1.1\r\nContent-Length: x\r\n\r\n", 400),
         (b"NOT HTTP\r\n\r\n", 400),
         (b"CONNECT h:443 HTTP/1.1\r\nHost: h\r\n\r\n", 405),
+        (b"GET /x\r\n\r\n", 400),  # HTTP/0.9: no version
+        (b"GET /x HTTP/0.9\r\n\r\n", 400),
+        (b"GET /x HTTP/2.0\r\nHost: x\r\n\r\n", 400),
     ],
 )
 async def test_limits_answer_and_close(
