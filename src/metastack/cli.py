@@ -16,6 +16,7 @@ SUBCOMMANDS = (
     ("metastack.agent.cli", "agent_command"),
     ("metastack.proxy.cli", "proxy_command"),
     ("metastack.netagent.cli", "netagent_command"),
+    ("metastack.bench.cli", "bench_command"),
 )
 # Modules exposing register(main) for a family of resource commands.
 REGISTRARS = ("metastack.client.cli",)

@@ -92,8 +92,8 @@ def up(
     state.made_etc_netns = not guests.ETC_NETNS.exists()
     state.save()
     try:
-        chain = _start_chain(state, control_port, metadata_port, progress)
-        _start_netagent(state, chain, progress)
+        chain = start_chain(state, control_port, metadata_port, progress)
+        start_netagent(state, chain, progress)
         networks = _create_networks(chain, progress)
         _wait_for_namespaces(state, networks, progress)
         _boot(state, chain, networks, instances, progress)
@@ -106,7 +106,8 @@ def up(
     return state
 
 
-def _start_chain(state: DemoState, control: int, metadata: int, progress: Progress) -> Chain:
+def start_chain(state: DemoState, control: int, metadata: int, progress: Progress) -> Chain:
+    """Start the API (2 workers) and the agent, record them in `state`; 0 = any port."""
     progress("starting metastack api (2 workers) and agent")
     chain = Chain(Path(state.workdir) / "chain", api_workers=2)
     chain.control_port, chain.metadata_port = control, metadata
@@ -135,13 +136,21 @@ def _start_chain(state: DemoState, control: int, metadata: int, progress: Progre
     return chain
 
 
-def _netagent_config(state: DemoState) -> Path:
+def netagent_config(state: DemoState) -> Path:
+    """Where the run's netagent config is written."""
     return Path(state.workdir) / "netagent.toml"
 
 
-def _start_netagent(state: DemoState, chain: Chain, progress: Progress) -> None:
-    progress("starting metastack netagent, which runs the proxy")
-    values = {
+def start_netagent(
+    state: DemoState, chain: Chain, progress: Progress, *, run_proxy: bool = True
+) -> None:
+    """Start the netagent; with `run_proxy` it also runs (and restarts) our proxy.
+
+    Without it the netagent still builds namespaces, dnsmasq and the router redirect, but
+    finds no proxy on its control socket and so holds no listeners (e.g. for haproxy).
+    """
+    progress("starting metastack netagent" + (", which runs the proxy" if run_proxy else ""))
+    values: dict[str, Any] = {
         "control_url": chain.control_url,
         "admin_token": chain.admin_token,
         "host": "demo",
@@ -149,16 +158,19 @@ def _start_netagent(state: DemoState, chain: Chain, progress: Progress) -> None:
         "fabric_netns": f"{state.prefix}fabric",
         "state_path": str(Path(state.workdir) / "netagent"),
         "proxy_control_socket": str(chain.proxy_socket),
-        "proxy_config": str(chain.config_path("proxy")),
         "resync_interval": 10.0,
     }
-    write_config(_netagent_config(state), "netagent", values)
+    if run_proxy:
+        values["proxy_config"] = str(chain.config_path("proxy"))
+    else:  # a socket nobody serves: the netagent skips listeners
+        values["proxy_control_socket"] = str(Path(state.workdir) / "no-proxy.sock")
+    write_config(netagent_config(state), "netagent", values)
     state.namespaces.append(f"{state.prefix}fabric")
     _spawn_netagent(state)
 
 
 def _spawn_netagent(state: DemoState) -> Process:
-    config = _netagent_config(state)
+    config = netagent_config(state)
     with (Path(state.workdir) / "netagent.log").open("ab") as log:
         process = subprocess.Popen(
             [*default_command(), "netagent", "--config", str(config)],
@@ -224,8 +236,15 @@ def _wait_for_namespaces(
     wanted |= {
         f"{state.prefix}qrouter-{n['router_id']}" for n in networks.values() if "router_id" in n
     }
+    wait_for_namespaces(state, wanted, progress)
+
+
+def wait_for_namespaces(
+    state: DemoState, wanted: set[str], progress: Progress, timeout: float = 60.0
+) -> None:
+    """Wait until the netagent has made every namespace in `wanted`; record them."""
     progress(f"waiting for the netagent: {len(wanted)} DHCP and router namespaces, dnsmasq")
-    guests.wait_for(lambda: wanted <= set(list_netns()), 60, "the netagent's namespaces")
+    guests.wait_for(lambda: wanted <= set(list_netns()), timeout, "the netagent's namespaces")
     state.namespaces.extend(sorted(wanted))
     state.save()
 
@@ -276,7 +295,7 @@ def _boot(
     state.save()
     progress(f"booting {count} guests: DHCP (busybox udhcpc), then cloud-init")
     gateways = {n["id"]: f"{n['plan'].cidr_prefix}.1" for n in networks.values()}
-    netagent = load_netagent_config(_netagent_config(state))
+    netagent = load_netagent_config(netagent_config(state))
     done = 0
 
     def boot_one(guest: Guest) -> Guest:
@@ -314,7 +333,7 @@ def _boot(
 
 
 def _proxy_of(state: DemoState) -> ProxyProcess | None:
-    config = _netagent_config(state)
+    config = netagent_config(state)
     if not config.exists():
         return None
     netagent = load_netagent_config(config)
@@ -349,7 +368,7 @@ def down(workdir: Path, progress: Progress) -> list[str]:
     if "netagent" in by_role:
         progress("stopping the netagent")
         by_role["netagent"].stop()
-    config = _netagent_config(state)
+    config = netagent_config(state)
     if config.exists():
         from metastack.netagent.service import teardown
 
@@ -369,6 +388,8 @@ def down(workdir: Path, progress: Progress) -> list[str]:
         if role in by_role:
             progress(f"stopping {role} (pid {by_role[role].pid})")
             by_role[role].stop()
+    for process in state.processes:  # any other recorded process (e.g. per-namespace proxies)
+        process.stop()
     leftovers = [name for name in list_netns() if name.startswith(state.prefix)]
     delete_netns(leftovers)
     removed += leftovers

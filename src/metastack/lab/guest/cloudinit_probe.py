@@ -104,7 +104,12 @@ def _text(value: Any) -> str | None:
 
 
 def probe(
-    kind: str, url: str, requests: RequestLog, logs: io.StringIO, **limits: int
+    kind: str,
+    url: str,
+    requests: RequestLog,
+    logs: io.StringIO,
+    with_urls: bool = False,
+    **limits: int,
 ) -> dict[str, Any]:
     """Run one datasource's get_data() and report what it read."""
     started_at, first = time.monotonic(), len(requests.requests)
@@ -129,6 +134,8 @@ def probe(
     done = requests.since(first)
     result["requests"] = len(done)
     result["failed_requests"] = [r for r in done if r[2] is None or r[2] >= 400]
+    if with_urls:
+        result["urls"] = [r[1] for r in done]
     result["seconds"] = round(time.monotonic() - started_at, 3)
     if not result["ok"]:
         result["log"] = logs.getvalue()[mark:][-6000:]
@@ -149,6 +156,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--timeout", type=int, default=10, help="Per-request timeout (s).")
     parser.add_argument("--retries", type=int, default=5, help="Retries of a failed read.")
     parser.add_argument("--debug", action="store_true", help="Log at DEBUG in the report.")
+    parser.add_argument("--urls", action="store_true", help="List every requested URL.")
     args = parser.parse_args(argv)
     logs = _capture_logs(logging.DEBUG if args.debug else logging.INFO)
     requests = RequestLog()
@@ -160,6 +168,7 @@ def main(argv: list[str] | None = None) -> int:
             args.url,
             requests,
             logs,
+            with_urls=args.urls,
             max_wait=args.max_wait,
             timeout=args.timeout,
             retries=args.retries,

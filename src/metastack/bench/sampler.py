@@ -1,0 +1,84 @@
+"""CPU and peak RSS of the chain's processes, sampled from /proc while the storm runs."""
+
+from __future__ import annotations
+
+import os
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from metastack.lab.chain import sample_process
+
+Targets = Callable[[], dict[str, list[int]]]
+_CLK_TCK = os.sysconf("SC_CLK_TCK")
+
+
+def machine_busy_seconds() -> float:
+    """CPU seconds the whole machine spent busy (all cores; /proc/stat, not idle or iowait)."""
+    fields = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    return (sum(fields[:8]) - fields[3] - fields[4]) / _CLK_TCK
+
+
+@dataclass
+class Usage:
+    """Per process name: CPU seconds used while sampling, and peak RSS (summed over PIDs)."""
+
+    cpu_s: dict[str, float] = field(default_factory=dict)
+    peak_rss_mb: dict[str, float] = field(default_factory=dict)
+    count: dict[str, int] = field(default_factory=dict)
+    machine_cpu_s: float = 0.0  # every process on the machine, ours and others'
+
+
+class Sampler:
+    """A thread that samples `targets()` (name -> PIDs) every `interval` seconds."""
+
+    def __init__(self, targets: Targets, interval: float = 0.2) -> None:
+        self.targets = targets
+        self.interval = interval
+        self._stop = threading.Event()
+        self._first: dict[int, float] = {}
+        self._last: dict[int, float] = {}
+        self._names: dict[int, str] = {}
+        self._busy = 0.0
+        self.usage = Usage()
+        self._thread = threading.Thread(target=self._run, name="sampler", daemon=True)
+
+    def start(self) -> None:
+        """Take a first sample now, then keep sampling in the background."""
+        self._busy = machine_busy_seconds()
+        self._sample()
+        self._thread.start()
+
+    def stop(self) -> Usage:
+        """Take a last sample and return what was seen."""
+        self._stop.set()
+        self._thread.join()
+        self._sample()
+        self.usage.machine_cpu_s = round(machine_busy_seconds() - self._busy, 2)
+        for pid, cpu in self._last.items():
+            name = self._names[pid]
+            used = cpu - self._first.get(pid, cpu)
+            self.usage.cpu_s[name] = round(self.usage.cpu_s.get(name, 0.0) + used, 2)
+        return self.usage
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.interval):
+            self._sample()
+
+    def _sample(self) -> None:
+        for name, pids in self.targets().items():
+            rss = 0
+            seen = 0
+            for pid in pids:
+                sample = sample_process(pid)
+                if sample is None:
+                    continue
+                seen += 1
+                rss += sample.rss_bytes
+                self._names[pid] = name
+                self._first.setdefault(pid, sample.cpu_seconds)
+                self._last[pid] = sample.cpu_seconds
+            mb = round(rss / 2**20, 1)
+            self.usage.peak_rss_mb[name] = max(self.usage.peak_rss_mb.get(name, 0.0), mb)
+            self.usage.count[name] = max(self.usage.count.get(name, 0), seen)
