@@ -1,0 +1,1 @@
+"""Security tier: hostile guests against the real chain in real namespaces, and a raw fuzzer."""
