@@ -156,7 +156,8 @@ def _bootstorm(
         "cpu_s": usage.cpu_s,
         # Others may share the machine: what it did besides this run, during the storm.
         "machine_cpu_s": usage.machine_cpu_s,
-        "other_cpu_s": round(usage.machine_cpu_s - sum(usage.cpu_s.values()), 2),
+        "irq_cpu_s": usage.irq_cpu_s,
+        "other_cpu_s": round(usage.machine_cpu_s - usage.irq_cpu_s - sum(usage.cpu_s.values()), 2),
         "load_average_before": load_before,
         "process_counts": usage.count,
         "timestamp": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(storm.wall_clock_start)),

@@ -37,8 +37,8 @@ def _table(report: dict[str, Any]) -> str:
         f"slowest done at {report['crawl_max_s']} s",
         f"sequence_ok {report['sequence_ok']} "
         f"({len(report['sequence_checks'])} guests checked with real cloud-init)",
-        f"machine CPU during the storm {report['machine_cpu_s']} s, of which "
-        f"{report['other_cpu_s']} s not this run's (load before: "
+        f"machine CPU during the storm {report['machine_cpu_s']} s: interrupts and softirqs "
+        f"{report['irq_cpu_s']} s, other processes {report['other_cpu_s']} s (load before: "
         f"{' '.join(report['load_average_before'])})",
         "process      peak RSS MB   CPU s",
     ]

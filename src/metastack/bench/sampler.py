@@ -14,10 +14,12 @@ Targets = Callable[[], dict[str, list[int]]]
 _CLK_TCK = os.sysconf("SC_CLK_TCK")
 
 
-def machine_busy_seconds() -> float:
-    """CPU seconds the whole machine spent busy (all cores; /proc/stat, not idle or iowait)."""
+def machine_busy_seconds() -> tuple[float, float]:
+    """CPU seconds the machine spent busy (all cores, not idle or iowait), and of those in
+    interrupts and softirqs (where the kernel moves packets across veths and bridges)."""
     fields = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
-    return (sum(fields[:8]) - fields[3] - fields[4]) / _CLK_TCK
+    busy = sum(fields[:8]) - fields[3] - fields[4]
+    return busy / _CLK_TCK, (fields[5] + fields[6]) / _CLK_TCK
 
 
 @dataclass
@@ -28,6 +30,7 @@ class Usage:
     peak_rss_mb: dict[str, float] = field(default_factory=dict)
     count: dict[str, int] = field(default_factory=dict)
     machine_cpu_s: float = 0.0  # every process on the machine, ours and others'
+    irq_cpu_s: float = 0.0
 
 
 class Sampler:
@@ -40,7 +43,7 @@ class Sampler:
         self._first: dict[int, float] = {}
         self._last: dict[int, float] = {}
         self._names: dict[int, str] = {}
-        self._busy = 0.0
+        self._busy = (0.0, 0.0)
         self.usage = Usage()
         self._thread = threading.Thread(target=self._run, name="sampler", daemon=True)
 
@@ -55,7 +58,9 @@ class Sampler:
         self._stop.set()
         self._thread.join()
         self._sample()
-        self.usage.machine_cpu_s = round(machine_busy_seconds() - self._busy, 2)
+        busy, irq = machine_busy_seconds()
+        self.usage.machine_cpu_s = round(busy - self._busy[0], 2)
+        self.usage.irq_cpu_s = round(irq - self._busy[1], 2)
         for pid, cpu in self._last.items():
             name = self._names[pid]
             used = cpu - self._first.get(pid, cpu)
