@@ -39,16 +39,48 @@ async def _open(job: Job) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
     return await asyncio.open_connection(job["host"], job["port"], limit=1 << 20, local_addr=local)
 
 
+class _Collect(asyncio.Protocol):
+    """Keeps every byte received, also those that arrived before a reset."""
+
+    def __init__(self) -> None:
+        self.data = bytearray()
+        self.more = asyncio.Event()
+        self.closed = False
+        self.error = ""
+
+    def data_received(self, data: bytes) -> None:
+        self.data += data
+        self.more.set()
+
+    def eof_received(self) -> bool:
+        return False
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.closed = True
+        self.error = repr(exc) if exc else ""
+        self.more.set()
+
+
+async def _connect(job: Job) -> tuple[asyncio.Transport, _Collect]:
+    loop = asyncio.get_running_loop()
+    if job.get("unix"):
+        transport, proto = await loop.create_unix_connection(_Collect, job["unix"])
+    else:
+        local = (job["bind"], 0) if job.get("bind") else None
+        transport, proto = await loop.create_connection(
+            _Collect, job["host"], job["port"], local_addr=local
+        )
+    assert isinstance(proto, _Collect)
+    return transport, proto
+
+
 async def _one(job: Job, case: Job) -> Job:
     started = time.monotonic()
     hang_limit = float(job.get("hang_limit", 10.0))
     idle = float(job.get("idle", 0.3))
-    received = bytearray()
     first_byte: float | None = None
-    closed = False
-    error = ""
     try:
-        reader, writer = await asyncio.wait_for(_open(job), 5.0)
+        transport, proto = await asyncio.wait_for(_connect(job), 5.0)
     except (OSError, TimeoutError) as exc:
         return {"id": case["id"], "received": "", "closed": True, "first_byte": None,
                 "seconds": time.monotonic() - started, "error": f"connect: {exc!r}"}  # fmt: skip
@@ -56,33 +88,29 @@ async def _one(job: Job, case: Job) -> Job:
         for index, part in enumerate(case["parts"]):
             if index and case.get("gap"):
                 await asyncio.sleep(float(case["gap"]))
-            writer.write(base64.b64decode(part))
-            await writer.drain()
-        while True:
+            if proto.closed:
+                break
+            transport.write(base64.b64decode(part))
+        while not proto.closed and len(proto.data) < 4 << 20:
             # Before the first byte: wait up to the hang limit; afterwards: until quiet.
             wait = hang_limit - (time.monotonic() - started) if first_byte is None else idle
             if wait <= 0:
                 break
+            proto.more.clear()
             try:
-                data = await asyncio.wait_for(reader.read(65536), wait)
+                await asyncio.wait_for(proto.more.wait(), wait)
             except TimeoutError:
                 break
-            if not data:
-                closed = True
-                break
-            if first_byte is None:
+            if proto.data and first_byte is None:
                 first_byte = time.monotonic() - started
-            received += data
-            if len(received) > 4 << 20:
-                break
-    except (ConnectionError, OSError) as exc:
-        closed = True
-        error = repr(exc)
     finally:
-        writer.transport.abort()
+        closed, error = proto.closed, proto.error  # before our own abort closes it
+        transport.abort()
+    if proto.data and first_byte is None:
+        first_byte = time.monotonic() - started
     return {
         "id": case["id"],
-        "received": base64.b64encode(bytes(received)).decode(),
+        "received": base64.b64encode(bytes(proto.data)).decode(),
         "closed": closed,
         "first_byte": first_byte,
         "seconds": time.monotonic() - started,
