@@ -1,0 +1,1 @@
+"""Faults of the chain processes under a steady load from guests."""
