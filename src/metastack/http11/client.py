@@ -1,8 +1,4 @@
-"""Client side of HTTP/1.1: pooled keep-alive connections over unix sockets, TCP or TLS.
-
-One request at a time per connection; the reply is read whole. Every call takes one
-timeout covering connect and exchange, enforced by a loop timer rather than a task.
-"""
+"""Client side of HTTP/1.1: pooled keep-alive connections over unix sockets, TCP or TLS."""
 
 from __future__ import annotations
 
@@ -65,7 +61,7 @@ def encode_request(
 
 
 class _Connection(asyncio.Protocol):
-    """One connection carrying one request at a time."""
+    """One connection carrying one request at a time; the reply is read whole."""
 
     def __init__(self) -> None:
         self.transport: asyncio.Transport | None = None
@@ -221,11 +217,11 @@ class Pool:
     ) -> ClientResponse:
         """Send one serialised request (see :func:`encode_request`); the reply is read whole.
 
-        `timeout` bounds connect plus exchange: ConnectFailed if no connection opened in
-        time, UpstreamTimeout if the answer did not arrive, UpstreamBroken if the peer
-        closed or garbled it. `retry` allows one more attempt on a fresh connection when a
-        pooled one turns out to have been closed by the peer before it answered (safe for
-        idempotent methods).
+        `timeout` bounds connect plus exchange, enforced by a loop timer rather than a
+        task per call: ConnectFailed if no connection opened in time, UpstreamTimeout if
+        the answer did not arrive, UpstreamBroken if the peer closed or garbled it.
+        `retry` allows one more attempt on a fresh connection when a pooled one turns out
+        to have been closed by the peer before it answered (safe for idempotent methods).
         """
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout

@@ -1,9 +1,4 @@
-"""Server side of HTTP/1.1 on asyncio and httptools: parse, dispatch in order, answer in one write.
-
-Each request is parsed completely (head and body, within limits), handed to an async
-handler, and its response written in a single `write` (status, headers and body), so
-Nagle and delayed ACKs never add 40 ms to keep-alive clients.
-"""
+"""Server side of HTTP/1.1 on asyncio and httptools: whole requests in, one write out."""
 
 from __future__ import annotations
 
@@ -44,6 +39,7 @@ def _set_hop_limit(sock: socket.socket, hops: int | None) -> None:
 
 def encode_response(response: Response, request: Request | None, keep_alive: bool) -> bytes:
     """Status line, headers (with Content-Length and Connection as needed) and body."""
+    # One buffer, written once: Nagle and delayed ACKs never add 40 ms to keep-alive clients.
     status = response.status
     parts = [b"HTTP/1.1 %d %s\r\n" % (status, response.reason)]
     has_length = False
