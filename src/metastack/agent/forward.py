@@ -81,7 +81,7 @@ class Signer:
     """The headers of :func:`build_upstream_headers`, encoded; the part that depends only on
     the identity is signed once and kept (a guest asks dozens of times per boot)."""
 
-    MAX_KEPT = 16384
+    MAX_KEPT = 4096
 
     def __init__(self, secret: str) -> None:
         self._secret = secret
