@@ -91,3 +91,20 @@ async def test_sqlite_watcher_retries_a_failed_catch_up(tmp_path: object) -> Non
         await eventually_named(cache, "v2", timeout=0.5)
     finally:
         await cache.stop()
+
+
+async def test_store_down_at_start() -> None:
+    store = FeedDown()
+    store.put(make_instance(UUID, "p", "10.0.0.5", name="v1"))
+    store.down = True
+    cache = DocumentCache(store, build, PollingWatcher(store, 0.01), max_entries=10, max_age=300.0)
+    await cache.start()  # a worker (re)started during an outage still comes up
+    try:
+        with pytest.raises(StoreUnavailable):
+            await cache.get(UUID)
+        store.down = False
+        await eventually_named(cache, "v1")
+        store.put(dataclasses.replace(store.instances[UUID], name="v2"))
+        await eventually_named(cache, "v2")
+    finally:
+        await cache.stop()

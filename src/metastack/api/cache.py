@@ -102,7 +102,7 @@ class PollingWatcher:
             except StoreError as exc:
                 log.warning("revision poll failed: %s", exc)
             else:
-                if last is not None and revision != last:
+                if revision != last:  # the first poll too: changes may predate it
                     self._dirty = True
                     try:
                         await on_change()
@@ -157,13 +157,21 @@ class DocumentCache:
         self._entries: OrderedDict[str, Entry] = OrderedDict()
         self._revision = 0
         self._behind = False  # a catch-up failed: changes may be unread, entries may be stale
+        self._baseline = False  # the revision the entries are known to be current at was read
         self._catching_up: asyncio.Lock | None = None
         self.hits = 0
         self.misses = 0
 
     async def start(self) -> None:
+        """Learn the current revision and start the watcher; a store that is down at start
+        only delays that to the first request after it comes back."""
         self._catching_up = asyncio.Lock()
-        self._revision = await asyncio.to_thread(self._store.current_revision)
+        try:
+            self._revision = await asyncio.to_thread(self._store.current_revision)
+            self._baseline = True
+        except StoreError as exc:
+            log.warning("store unavailable at start (%s); requests retry it", exc)
+            self._behind = True
         self._watcher.mark_seen()
         await self._watcher.start(self.catch_up)
 
@@ -204,6 +212,10 @@ class DocumentCache:
         async with self._catching_up:
             self._watcher.mark_seen()
             self._behind = True  # until the feed has been read to its end
+            if not self._baseline:
+                self._revision = await asyncio.to_thread(self._store.current_revision)
+                self._entries.clear()
+                self._baseline = True
             while True:
                 changes = await asyncio.to_thread(self._store.changes_since, self._revision)
                 if not changes:

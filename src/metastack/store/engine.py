@@ -11,6 +11,10 @@ from sqlalchemy.pool import StaticPool
 from metastack.errors import ConfigError
 
 SQLITE_BUSY_TIMEOUT_MS = 5000
+# PostgreSQL gets the same patience: a connection attempt and a lock wait end in
+# StoreUnavailable (503) instead of waiting as long as a hung server or a held lock lasts.
+POSTGRES_CONNECT_TIMEOUT_S = 5
+POSTGRES_LOCK_TIMEOUT_MS = SQLITE_BUSY_TIMEOUT_MS
 WRITE_OPTION = "metastack_write"
 
 
@@ -29,8 +33,28 @@ def create_engine_for(url: str | URL) -> Engine:
     if backend == "postgresql":
         if parsed.get_driver_name() not in ("psycopg", "psycopg2"):
             parsed = parsed.set(drivername="postgresql+psycopg")
-        return create_engine(parsed, pool_pre_ping=True, pool_size=10, max_overflow=20)
+        return _postgres_engine(parsed)
     raise ConfigError(f"database_url: unsupported database {backend!r} (sqlite or postgresql)")
+
+
+def _postgres_engine(url: URL) -> Engine:
+    connect_args: dict[str, Any] = {}
+    if "connect_timeout" not in url.query:  # a URL may choose its own
+        connect_args["connect_timeout"] = POSTGRES_CONNECT_TIMEOUT_S
+    engine = create_engine(
+        url, pool_pre_ping=True, pool_size=10, max_overflow=20, connect_args=connect_args
+    )
+
+    @event.listens_for(engine, "connect")
+    def _on_connect(dbapi_connection: Any, _record: Any) -> None:
+        cursor = dbapi_connection.cursor()
+        try:
+            cursor.execute(f"SET lock_timeout = {POSTGRES_LOCK_TIMEOUT_MS}")
+        finally:
+            cursor.close()
+        dbapi_connection.commit()  # keep the setting past the pool's rollback on return
+
+    return engine
 
 
 def _sqlite_engine(url: URL) -> Engine:
