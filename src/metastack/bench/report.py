@@ -95,11 +95,12 @@ def plot(storm: Storm, title: str, path: Path) -> None:
     left.set_xlabel("request latency (ms, log scale)")
     left.set_ylabel("requests")
     left.set_title("latency distribution")
-    right.plot(
-        [i * BUCKET_S for i in range(len(timeline))],
-        [count / BUCKET_S for count in timeline],
-        color="#228833",
-    )
+    times = [i * BUCKET_S for i in range(len(timeline))]
+    right.plot(times, [c / BUCKET_S for c in timeline], color="#cceecc", label="per 0.1 s")
+    window = int(1 / BUCKET_S)
+    smooth = [sum(timeline[max(0, i - window + 1) : i + 1]) for i in range(len(timeline))]
+    right.plot(times, smooth, color="#228833", label="last 1 s")
+    right.legend(loc="upper left")
     right.set_xlabel("seconds since the common start")
     right.set_ylabel("requests per second")
     right.set_title("throughput")
