@@ -167,7 +167,7 @@ class PrivatePostgres:
 
     @property
     def url(self) -> str:
-        return f"postgresql+psycopg://postgres@127.0.0.1:{self.port}/postgres?connect_timeout=2"
+        return f"postgresql+psycopg://postgres@127.0.0.1:{self.port}/postgres"
 
     def _pg_ctl(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
         command = [str(PG_BIN / "pg_ctl"), "-D", str(self.data), *args]
