@@ -65,7 +65,10 @@ def summarise(storm: Storm) -> dict[str, Any]:
         "crawl_p50_s": round(percentile(crawl, 50), 3),
         "crawl_max_s": round(crawl[-1], 3) if crawl else None,
         "requests_per_guest": dict(sorted(per_guest.items())),
-        "per_step": {step: latency_stats(group) for step, group in steps.items()},
+        "per_step": {
+            step: {**latency_stats(group), "errors": sum(1 for s in group if s.error)}
+            for step, group in steps.items()
+        },
         "rps_timeline": {"bucket_s": BUCKET_S, "requests": rps_timeline(storm)},
     }
 
