@@ -69,8 +69,9 @@ class Listeners:
         connections: set[HttpProtocol] = set()
         limits = self.limits
         try:
+            # create_server listen()s again: without the backlog it would cut it to 100.
             server = await asyncio.get_running_loop().create_server(
-                lambda: HttpProtocol(handler, limits, connections), sock=sock
+                lambda: HttpProtocol(handler, limits, connections), sock=sock, backlog=self.backlog
             )
         except BaseException:
             sock.close()

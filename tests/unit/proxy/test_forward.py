@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import json
+import shutil
+import subprocess
 import time
 from collections.abc import AsyncIterator
 
@@ -134,3 +136,19 @@ async def test_control_api(agent: str, listeners: Listeners, free_port: int) -> 
     assert (await control(req(b"DELETE", b"/listeners"), "")).status == 400
     health = json.loads((await control(req(b"GET", b"/health"), "")).body)
     assert health == {"status": "ok", "listeners": 0}
+
+
+@pytest.mark.skipif(shutil.which("ss") is None, reason="needs ss (iproute2)")
+async def test_listener_keeps_the_configured_backlog(agent_path: str, free_port: int) -> None:
+    client = AgentClient(agent_path, connect_timeout=1.0, pool_size=4)
+    forwarder = Forwarder(client, upstream_timeout=1.0, long_poll_timeout=1.0)
+    held = Listeners(forwarder, Limits(), backlog=777)
+    try:
+        await held.add(ListenerConfig(host="127.0.0.1", port=free_port, network_id="net-1"))
+        out = subprocess.run(
+            ["ss", "-ltnH", f"sport = :{free_port}"], capture_output=True, text=True, check=True
+        ).stdout
+        assert out.split()[2] == "777", out  # Send-Q of a listener: its backlog
+    finally:
+        await held.close(0.1)
+        await client.close()
