@@ -122,11 +122,27 @@ def dhcp_port(network: Network, device_id: str) -> Port | None:
     return None
 
 
+# Ids per filtered list call: 100 uuids keep the query well under the 8 KiB request line.
+IDS_PER_CALL = 100
+
+
+async def _list_by_ids(
+    client: ControlClient, resource: str, key: str, ids: list[str]
+) -> list[dict[str, Any]]:
+    """`client.list(resource, key=ids)` in chunks, so any number of ids fits in URLs."""
+    docs: list[dict[str, Any]] = []
+    for start in range(0, len(ids), IDS_PER_CALL):
+        docs += await client.list(resource, **{key: ids[start : start + IDS_PER_CALL]})
+    return docs
+
+
 async def fetch_topology(client: ControlClient, config: NetagentConfig) -> Topology:
     """Read everything this host serves from the control API (a handful of list calls)."""
     wanted = config.networks or None
     network_docs = (
-        await client.list("networks", id=wanted) if wanted else await client.list("networks")
+        await _list_by_ids(client, "networks", "id", wanted)
+        if wanted
+        else await client.list("networks")
     )
     dhcp_ids = {doc["id"] for doc in network_docs}
     routers = [router_from(doc) for doc in await client.list("routers")]
@@ -134,14 +150,14 @@ async def fetch_topology(client: ControlClient, config: NetagentConfig) -> Topol
         routers = [r for r in routers if r.id in set(config.routers)]
     extra = {i.network_id for r in routers for i in r.interfaces} - dhcp_ids
     if extra:
-        network_docs += await client.list("networks", id=sorted(extra))
+        network_docs += await _list_by_ids(client, "networks", "id", sorted(extra))
     ids = sorted({doc["id"] for doc in network_docs})
     subnets: dict[str, list[Subnet]] = {i: [] for i in ids}
     ports: dict[str, list[Port]] = {i: [] for i in ids}
     if ids:
-        for doc in await client.list("subnets", network_id=ids):
+        for doc in await _list_by_ids(client, "subnets", "network_id", ids):
             subnets.setdefault(doc["network_id"], []).append(subnet_from(doc))
-        for doc in await client.list("ports", network_id=ids):
+        for doc in await _list_by_ids(client, "ports", "network_id", ids):
             ports.setdefault(doc["network_id"], []).append(port_from(doc))
     networks = {
         doc["id"]: Network(
