@@ -1,4 +1,8 @@
-"""The `metastack` command: one console script, a subcommand per service and resource."""
+"""The `metastack` command: one console script, a subcommand per service and resource.
+
+Subcommands are imported only when invoked, so `metastack agent` or `metastack proxy`
+load just their own service (no HTTP framework of the API, no CLI client).
+"""
 
 from __future__ import annotations
 
@@ -8,44 +12,41 @@ import click
 
 from metastack import __version__
 
-# (module, attribute) of each subcommand; each lives beside the service it starts.
-SUBCOMMANDS = (
-    ("metastack.api.cli", "api_command"),
-    ("metastack.store.cli", "db_command"),
-    ("metastack.demo.cli", "demo_command"),
-    ("metastack.agent.cli", "agent_command"),
-    ("metastack.proxy.cli", "proxy_command"),
-    ("metastack.netagent.cli", "netagent_command"),
-    ("metastack.bench.cli", "bench_command"),
-)
-# Modules exposing register(main) for a family of resource commands.
-REGISTRARS = ("metastack.client.cli",)
+# Command name -> "module:attribute" of its click command; each lives beside its service.
+COMMANDS = {
+    "api": "metastack.api.cli:api_command",
+    "agent": "metastack.agent.cli:agent_command",
+    "proxy": "metastack.proxy.cli:proxy_command",
+    "netagent": "metastack.netagent.cli:netagent_command",
+    "db": "metastack.store.cli:db_command",
+    "demo": "metastack.demo.cli:demo_command",
+    "bench": "metastack.bench.cli:bench_command",
+    "project": "metastack.client.cli:project",
+    "network": "metastack.client.cli:network",
+    "subnet": "metastack.client.cli:subnet",
+    "router": "metastack.client.cli:router",
+    "port": "metastack.client.cli:port",
+    "instance": "metastack.client.cli:instance",
+}
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+class LazyGroup(click.Group):
+    """A group whose subcommands are imported on first use."""
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted(COMMANDS)
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        target = COMMANDS.get(cmd_name)
+        if target is None:
+            return None
+        module_name, _, attribute = target.partition(":")
+        command = getattr(importlib.import_module(module_name), attribute)
+        assert isinstance(command, click.Command)
+        return command
+
+
+@click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="metastack")
 def main() -> None:
     """metastack: instance metadata for clouds and VM platforms."""
-
-
-def _import_optional(name: str) -> object | None:
-    try:
-        return importlib.import_module(name)
-    except ModuleNotFoundError as exc:
-        if exc.name is not None and name.startswith(exc.name):
-            return None  # that service is not part of this build yet
-        raise
-
-
-def _register() -> None:
-    for module_name, attribute in SUBCOMMANDS:
-        module = _import_optional(module_name)
-        if module is not None:
-            main.add_command(getattr(module, attribute))
-    for module_name in REGISTRARS:
-        module = _import_optional(module_name)
-        if module is not None:
-            module.register(main)  # type: ignore[attr-defined]
-
-
-_register()
