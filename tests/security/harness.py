@@ -206,9 +206,65 @@ def revision(world: World) -> int:
     return int(world.chain.call("GET", "/v1/changes?since=0&limit=1")["revision"])
 
 
+def unix_sockets(pid: int) -> dict[str, tuple[str, str]]:
+    """Unix sockets of a process's namespace: fd link name -> (flags, bound path)."""
+    found: dict[str, tuple[str, str]] = {}
+    with open(f"/proc/{pid}/net/unix") as table:
+        for line in table.readlines()[1:]:
+            fields = line.split()
+            if len(fields) >= 7:
+                found[f"socket:[{fields[6]}]"] = (fields[3], fields[7] if len(fields) > 7 else "")
+    return found
+
+
+def open_fds(pid: int) -> list[str]:
+    """What each open file descriptor of a process points at."""
+    links = []
+    for fd in os.listdir(f"/proc/{pid}/fd"):
+        try:
+            links.append(os.readlink(f"/proc/{pid}/fd/{fd}"))
+        except FileNotFoundError:
+            continue
+    return links
+
+
 def fd_count(pid: int) -> int:
-    """Open file descriptors of a process."""
-    return len(os.listdir(f"/proc/{pid}/fd"))
+    """Open file descriptors of a process, other than unix stream sockets.
+
+    Unix sockets are left out: the proxy keeps a pool of idle connections to the agent
+    (and the agent the other end of each), which grows with load by design.
+    """
+    unix = unix_sockets(pid)
+    return sum(link not in unix for link in open_fds(pid))
+
+
+def agent_connections(world: World) -> tuple[int, int]:
+    """(connections the agent has accepted, connections the proxy holds to it)."""
+    pids = world.chain.pids()
+    agent, proxy = pids["agent"][0], pids["proxy"][0]
+    path = str(world.chain.agent_socket)
+    table = unix_sockets(agent)
+    accepted = sum(
+        1
+        for link in open_fds(agent)
+        if link in table and table[link][1] == path and table[link][0] != "00010000"
+    )
+    table = unix_sockets(proxy)
+    clients = sum(1 for link in open_fds(proxy) if link in table and not table[link][1])
+    return accepted, clients
+
+
+def recovered(world: World, baseline: Baseline, timeout: float = 15.0) -> None:
+    """Attack connections are gone: the proxy holds no more guest connections than before,
+    and the agent only those of the proxy's pool."""
+    proxy = baseline.pids["proxy"][0]
+    wait_for(lambda: fd_count(proxy) <= baseline.fds["proxy"] + 8, timeout, "proxy descriptors")
+
+    def agent_settled() -> bool:
+        accepted, clients = agent_connections(world)
+        return accepted <= clients + 4
+
+    wait_for(agent_settled, timeout, "agent connections beyond the proxy's pool")
 
 
 @dataclass

@@ -15,9 +15,8 @@ from security.harness import (
     Baseline,
     ClientRun,
     exchange,
-    fd_count,
     p99,
-    wait_for,
+    recovered,
 )
 
 pytestmark = [pytest.mark.e2e, pytest.mark.netns]
@@ -49,13 +48,6 @@ def served_well(run: ClientRun, what: str) -> float:
     latency = p99([r["seconds"] for r in results])
     assert latency < LATENCY_LIMIT, (what, latency)
     return latency
-
-
-def recovered(world: World, baseline: Baseline) -> None:
-    """The proxy and the agent are back to the descriptors they held before."""
-    for name in ("proxy", "agent"):
-        pid = baseline.pids[name][0]
-        wait_for(lambda pid=pid, name=name: fd_count(pid) <= baseline.fds[name] + 8, 10, name)
 
 
 def test_oversize_head_and_body(world: World, intact: Baseline) -> None:
