@@ -79,6 +79,8 @@ class ApiConfig(_Section):
     # Upper bound on a cached document's age in seconds; changes invalidate at once. 0 = no cache.
     metadata_cache_expiration: int = Field(300, ge=0)
     metadata_cache_size: int = Field(10000, ge=1)
+    # Render created or changed instances in the background, before their guests ask.
+    metadata_cache_prewarm: bool = True
     max_user_data_bytes: int = Field(65535, ge=0)
     vendordata: VendordataConfig = VendordataConfig()
 

@@ -32,6 +32,8 @@ from metastack.store.base import Change, MetadataStore
 
 log = logging.getLogger(__name__)
 
+WARM_INTERVAL = 0.2  # seconds between looks for instances to pre-render
+
 # Change resources whose effect on documents cannot be narrowed to one instance.
 _GLOBAL_RESOURCES = frozenset({"network", "subnet", "router", "project"})
 
@@ -147,6 +149,7 @@ class DocumentCache:
         max_entries: int,
         max_age: float,
         clock: Callable[[], float] = time.monotonic,
+        prewarm: bool = False,
     ) -> None:
         self._store = store
         self._build = build
@@ -159,6 +162,9 @@ class DocumentCache:
         self._behind = False  # a catch-up failed: changes may be unread, entries may be stale
         self._baseline = False  # the revision the entries are known to be current at was read
         self._catching_up: asyncio.Lock | None = None
+        self._prewarm = prewarm
+        self._to_warm: set[str] = set()  # changed instances to render before anyone asks
+        self._warmer: asyncio.Task[None] | None = None
         self.hits = 0
         self.misses = 0
 
@@ -174,9 +180,33 @@ class DocumentCache:
             self._behind = True
         self._watcher.mark_seen()
         await self._watcher.start(self.catch_up)
+        if self._prewarm and self._max_age > 0:
+            self._warmer = asyncio.create_task(self._warm_loop())
 
     async def stop(self) -> None:
+        if self._warmer is not None:
+            self._warmer.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._warmer
         await self._watcher.stop()
+
+    async def _warm_loop(self) -> None:
+        """Render instances the feed says were created or changed, before their guests ask.
+
+        Instances are typically created seconds before they boot: rendering them then
+        takes the store reads and the rendering out of the boot storm's first requests.
+        """
+        while True:
+            await asyncio.sleep(WARM_INTERVAL)
+            try:
+                if self._behind or self._watcher.maybe_changed():
+                    await self.catch_up()
+                while self._to_warm:
+                    uuid = self._to_warm.pop()
+                    if uuid not in self._entries:
+                        await self.get(uuid)
+            except StoreError as exc:
+                log.warning("pre-rendering paused: %s", exc)
 
     async def get(self, uuid: str) -> Entry | None:
         """The cached entry of an instance, loading and rendering it on a miss."""
@@ -228,6 +258,9 @@ class DocumentCache:
         for change in changes:
             if change.instance_id:
                 self._entries.pop(change.instance_id, None)
+                gone = change.resource == "instance" and change.action == "delete"
+                if self._prewarm and not gone and len(self._to_warm) < self._max_entries:
+                    self._to_warm.add(change.instance_id)
             elif change.resource in _GLOBAL_RESOURCES or change.resource == "port":
                 self._entries.clear()
             self._revision = max(self._revision, change.revision)

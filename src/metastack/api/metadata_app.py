@@ -166,6 +166,7 @@ class MetadataService:
             watcher or make_watcher(config.database_url, store, poll_interval=0.05),
             max_entries=config.metadata_cache_size,
             max_age=float(config.metadata_cache_expiration),
+            prewarm=config.metadata_cache_prewarm,
         )
 
     def _build(self, instance: Instance) -> Documents:

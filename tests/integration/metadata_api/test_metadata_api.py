@@ -275,3 +275,28 @@ async def test_vendordata_static_and_dynamic(
         assert received[0]["project-id"] == "proj-a"
     finally:
         await runner.cleanup()
+
+
+async def test_created_instance_is_rendered_before_its_guest_asks(
+    metadata_api: Any, store: FakeStore
+) -> None:
+    _, http = await metadata_api()
+    store.put(make_instance(UUID_A, "proj-a", "10.0.0.5"))
+    for _ in range(100):  # the warmer looks every 0.2 s
+        if store.loads:
+            break
+        await asyncio.sleep(0.02)
+    assert store.loads == 1
+    async with http.get("/latest/meta-data/instance-id", headers=signed(UUID_A, "proj-a")) as r:
+        assert r.status == 200
+    assert store.loads == 1  # served from the pre-rendered entry
+
+
+async def test_prewarm_off_renders_on_first_request(metadata_api: Any, store: FakeStore) -> None:
+    _, http = await metadata_api(metadata_cache_prewarm=False)
+    store.put(make_instance(UUID_A, "proj-a", "10.0.0.5"))
+    await asyncio.sleep(0.5)
+    assert store.loads == 0
+    async with http.get("/latest/meta-data/instance-id", headers=signed(UUID_A, "proj-a")) as r:
+        assert r.status == 200
+    assert store.loads == 1
