@@ -6,7 +6,7 @@ import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-from sqlalchemy import delete, exists, insert, select
+from sqlalchemy import delete, insert, select
 from sqlalchemy.orm import Session
 
 from metastack.errors import Conflict, InvalidInput
@@ -100,9 +100,9 @@ def list_ports(session: Session, where: PortFilter) -> list[PortView]:
         )
     if where.ip_address is not None:
         address = _filter_value("ip_address", canonical_ip, where.ip_address)
-        query = query.where(
-            exists().where(FixedIpRow.port_id == PortRow.id, FixedIpRow.ip_address == address)
-        )
+        # Through the address index: a network's other ports are never scanned.
+        holders = select(FixedIpRow.port_id).where(FixedIpRow.ip_address == address)
+        query = query.where(PortRow.id.in_(holders))
     return port_views(session, session.scalars(query).all())
 
 
