@@ -2,14 +2,19 @@
 
 from __future__ import annotations
 
+import asyncio
 import ipaddress
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Coroutine, Sequence
+from typing import Any, TypeVar
 
 from metastack.agent.cache import Identity, LookupCache, PortKey
 from metastack.agent.control import ControlClient, Port
 from metastack.agent.source import Origin, Source
 from metastack.errors import NotFound
+from metastack.http11 import UpstreamTimeout
+
+T = TypeVar("T")
 
 
 def _same_ip(left: str, right: str) -> bool:
@@ -45,6 +50,51 @@ def matching_identity(
     return Identity(candidates[0].device_id, candidates[0].project_id)
 
 
+class _Flights:
+    """Control-API lookups in flight, shared by the requests that miss the cache together.
+
+    Without this, every request in flight for a guest whose cached identity just expired
+    asks the control API on its own connection: each expiry under load is a burst of
+    identical lookups, and the agent's control pool (and the API's descriptors) grows to
+    the largest burst so far. A request joins a lookup only if no change was applied
+    since it started (same cache ticket), so its answer is exactly as fresh as a cache
+    hit; otherwise it starts its own.
+    """
+
+    def __init__(self) -> None:
+        self._running: dict[object, tuple[int, asyncio.Task[Any]]] = {}
+
+    async def run(
+        self,
+        key: object,
+        ticket: int,
+        lookup: Callable[[], Coroutine[Any, Any, T]],
+        deadline: float,
+    ) -> T:
+        """The result of the lookup of `key` at `ticket`, started now or joined; the wait
+        ends at `deadline` (event-loop time) whatever the lookup does."""
+        flight = self._running.get(key)
+        if flight is not None and flight[0] == ticket:
+            task: asyncio.Task[T] = flight[1]
+        else:
+            task = asyncio.get_running_loop().create_task(lookup())
+            self._running[key] = (ticket, task)
+            task.add_done_callback(lambda done: self._landed(key, done))
+        remaining = deadline - asyncio.get_running_loop().time()
+        try:
+            # Shielded: a request that gives up (or is cancelled) leaves it to the others.
+            return await asyncio.wait_for(asyncio.shield(task), max(remaining, 0.0))
+        except TimeoutError:
+            raise UpstreamTimeout("control API: no answer in time") from None
+
+    def _landed(self, key: object, task: asyncio.Task[Any]) -> None:
+        flight = self._running.get(key)
+        if flight is not None and flight[1] is task:
+            del self._running[key]
+        if not task.cancelled():
+            task.exception()  # retrieved, even when every waiter has given up
+
+
 class Resolver:
     """Finds the instance behind a request; NotFound carries the upstream 404 text."""
 
@@ -57,6 +107,7 @@ class Resolver:
         self._control = control
         self._cache = cache
         self._clock = clock
+        self._flights = _Flights()
 
     async def resolve(self, origin: Origin, deadline: float) -> Identity:
         """The identity for a parsed request, or NotFound -> 404; lookups the cache cannot
@@ -76,13 +127,17 @@ class Resolver:
         if cached is not None:
             return cached
         ticket = self._cache.ticket()
-        router = await self._control.get_router(router_id, deadline)
-        if router is None:
-            return ()
-        self._cache.store_router(
-            router_id, router.networks, router.interface_ports, ticket, self._clock()
-        )
-        return router.networks
+
+        async def lookup() -> tuple[str, ...]:
+            router = await self._control.get_router(router_id, deadline)
+            if router is None:
+                return ()
+            self._cache.store_router(
+                router_id, router.networks, router.interface_ports, ticket, self._clock()
+            )
+            return router.networks
+
+        return await self._flights.run(("router", router_id), ticket, lookup, deadline)
 
     async def _find(
         self, networks: tuple[str, ...], source: Source, deadline: float
@@ -97,12 +152,16 @@ class Resolver:
         if cached is not None:
             return cached[0]
         ticket = self._cache.ticket()
-        ports = await self._control.find_ports(
-            networks,
-            ip_address=source.ip_address,
-            mac_address=source.mac_address,
-            deadline=deadline,
-        )
-        found = matching_identity(ports, networks, source)
-        self._cache.store_port(key, found, ticket, self._clock())
-        return found
+
+        async def lookup() -> Identity | None:
+            ports = await self._control.find_ports(
+                networks,
+                ip_address=source.ip_address,
+                mac_address=source.mac_address,
+                deadline=deadline,
+            )
+            found = matching_identity(ports, networks, source)
+            self._cache.store_port(key, found, ticket, self._clock())
+            return found
+
+        return await self._flights.run(("port", key), ticket, lookup, deadline)
