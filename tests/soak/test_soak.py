@@ -1,0 +1,53 @@
+"""The soak at CI length: `bench/soak.py --duration 120` passes (no error, no growth)."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+pytestmark = [pytest.mark.e2e, pytest.mark.netns]
+
+SOAK = Path(__file__).resolve().parents[2] / "bench" / "soak.py"
+DURATION = 120
+
+
+def why_not() -> str | None:
+    """Why this machine cannot run the soak, or None."""
+    if os.geteuid() != 0:
+        return "the soak needs root (namespaces, dnsmasq)"
+    for tool in ("ip", "wrk", "busybox", "dnsmasq"):
+        if shutil.which(tool) is None and not Path(f"/usr/sbin/{tool}").exists():
+            return f"the soak needs {tool}"
+    if not Path("/usr/bin/cloud-init").exists():
+        return "the soak needs Debian's cloud-init (the demo boots its guests with it)"
+    return None
+
+
+def test_soak_holds_half_the_maximum_without_errors_or_growth(tmp_path: Path) -> None:
+    reason = why_not()
+    if reason:
+        pytest.skip(reason)
+    report_path = tmp_path / "soak.json"
+    done = subprocess.run(
+        [sys.executable, str(SOAK), "--duration", str(DURATION), "--json", str(report_path)],
+        capture_output=True,
+        text=True,
+        timeout=DURATION + 400,
+    )
+    print(done.stdout)
+    assert done.returncode in (0, 1), done.stderr[-3000:]
+    report = json.loads(report_path.read_text())
+    assert report["ok"], (report["problems"], done.stdout)
+    assert done.returncode == 0
+    load = report["load"]
+    assert load["requests"] >= 0.95 * report["rate_target"] * (DURATION + report["warmup_s"])
+    assert load["ok"] == load["requests"]
+    roles = {row["role"] for row in report["processes"]}
+    assert {"api", "api-worker-1", "api-worker-2", "agent", "proxy", "netagent"} <= roles
+    assert any(role.startswith("dnsmasq-") for role in roles)
