@@ -76,6 +76,18 @@ class Sample:
     at: float
 
 
+def source_state() -> dict[str, Any]:
+    """Which metastack was soaked: this tree's commit and its uncommitted src files."""
+    root = Path(__file__).resolve().parent.parent
+
+    def git(*args: str) -> str:
+        done = subprocess.run(["git", "-C", str(root), *args], capture_output=True, text=True)
+        return done.stdout.rstrip("\n") if done.returncode == 0 else ""
+
+    dirty = git("status", "--porcelain", "--", "src").splitlines()
+    return {"commit": git("rev-parse", "HEAD"), "uncommitted_src": [line[3:] for line in dirty]}
+
+
 def demo(*args: str, workdir: Path) -> str:
     """Run `metastack demo ARGS --workdir WORKDIR`; its stdout; raise when it fails."""
     done = subprocess.run(
@@ -284,6 +296,8 @@ def soak(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
         "max_growth_pct": args.max_growth,
         "ok": not problems,
         "problems": problems,
+        "source": source_state(),
+        "cpus": os.cpu_count(),
     }
 
 
