@@ -158,6 +158,25 @@ def test_sigterm_stops_every_worker(api: ApiProcess) -> None:
             os.kill(pid, 0)
 
 
+def test_workers_stop_when_the_supervisor_is_killed(api: ApiProcess) -> None:
+    workers = api.worker_pids()
+    assert workers
+    os.kill(api.process.pid, signal.SIGKILL)
+    api.process.wait(timeout=5)
+    deadline = time.monotonic() + 10
+    while any(_running(pid) for pid in workers):
+        assert time.monotonic() < deadline, "workers outlived their supervisor"
+        time.sleep(0.05)
+
+
+def _running(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().split(")")[-1].split()[0]
+    except OSError:
+        return False
+    return state != "Z"
+
+
 @pytest.mark.parametrize(
     ("extra", "needle"),
     [

@@ -7,6 +7,7 @@ stop them all. With one worker the parent serves itself.
 
 from __future__ import annotations
 
+import ctypes
 import logging
 import os
 import signal
@@ -85,7 +86,20 @@ def _raise_stop(signum: int, frame: FrameType | None) -> None:
     raise _Stop
 
 
+PR_SET_PDEATHSIG = 1
+
+
+def _die_with_parent(parent: int) -> None:
+    """Ask the kernel for SIGTERM when the supervisor dies, even by SIGKILL: orphaned
+    workers would keep serving (stale code, old config) beside a restarted API."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+    if os.getppid() != parent:  # it died before we asked
+        os._exit(0)
+
+
 def _spawn(config: ApiConfig, listeners: Listeners, index: int) -> int:
+    parent = os.getpid()
     pid = os.fork()
     if pid:
         return pid
@@ -93,6 +107,7 @@ def _spawn(config: ApiConfig, listeners: Listeners, index: int) -> int:
     try:  # the child: default signals, its own sockets, its own event loop
         signal.signal(signal.SIGTERM, signal.SIG_DFL)
         signal.signal(signal.SIGINT, signal.SIG_DFL)
+        _die_with_parent(parent)
         sockets = {api: socks[index] for api, socks in listeners.items()}
         code = run_loop(lambda: serve_worker(config, sockets))
     except BaseException:
