@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import ipaddress
 
 FORWARDED_FOR = "X-Forwarded-For"
 FORWARDED = "Forwarded"
@@ -12,6 +13,9 @@ ROUTER_ID = "X-Neutron-Router-ID"
 INSTANCE_ID = "X-Instance-ID"
 TENANT_ID = "X-Tenant-ID"
 INSTANCE_ID_SIGNATURE = "X-Instance-ID-Signature"
+# Set by the metadata API on a 404 when the signed instance does not hold the forwarded
+# address (any more): the agent's lookup was stale, so it looks the address up again.
+ADDRESS_MISMATCH = "X-Metastack-Address-Mismatch"
 
 # Header name prefixes a guest may never set; the proxy strips every header
 # whose lower-cased name starts with one of these (or equals one of them).
@@ -39,3 +43,12 @@ def verify_instance_id(secret: str, instance_id: str, signature: str) -> bool:
         return False
     expected = sign_instance_id(secret, instance_id)
     return hmac.compare_digest(expected.encode(), signature.encode("utf-8", "surrogateescape"))
+
+
+def mac_from_eui64(address: ipaddress.IPv6Address) -> str | None:
+    """The MAC behind a modified EUI-64 interface id (RFC 4291 appendix A), else None."""
+    iid = address.packed[8:]
+    if iid[3:5] != b"\xff\xfe":
+        return None
+    mac = bytes([iid[0] ^ 0x02]) + iid[1:3] + iid[5:8]
+    return ":".join(f"{byte:02x}" for byte in mac)

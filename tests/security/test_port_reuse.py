@@ -150,13 +150,6 @@ def test_reused_address_serves_the_old_instance_no_longer_than_the_bound(
     record_property("stale_after_delete_seconds", max(stale, default=0.0))
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=AssertionError,
-    reason="the agent's cache is invalidated by the change feed after the write is "
-    "acknowledged: for up to one API revision poll (50 ms) plus a feed round trip, "
-    "requests after the delete (even after the new port is created) name the old instance",
-)
 def test_reused_address_never_serves_the_old_instance_after_the_delete(reuse: Reuse) -> None:
     for _ in range(30):  # the race is won in a few rounds; stop at the first stale answer
         swap = reuse.swap(seconds=0.5)

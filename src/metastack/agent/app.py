@@ -25,6 +25,14 @@ _WANTED = {
 }
 
 
+_MISMATCH = identity.ADDRESS_MISMATCH.lower().encode()
+
+
+def _stale(response: Response) -> bool:
+    """The API says the signed instance does not hold the forwarded address."""
+    return any(name.lower() == _MISMATCH for name, _ in response.headers)
+
+
 def _text(status: int, message: str) -> Response:
     return Response(status, REASONS[status], list(_TEXT), message.encode() + b"\n")
 
@@ -62,9 +70,19 @@ class AgentHandler:
         try:
             who = await self.resolver.resolve(origin, deadline)
             head = self.signer.header_block(origin.forwarded_for, who)
-            return await self.forwarder.forward(
+            response = await self.forwarder.forward(
                 request.method, request.target, request.body, head, deadline
             )
+            if response.status == 404 and _stale(response):
+                # The port behind our (cached) answer was deleted or moved before the
+                # change feed told us: look the address up again, past the cache, once.
+                log.info("%s no longer holds %s; looking it up again", who, origin.forwarded_for)
+                who = await self.resolver.resolve(origin, deadline, fresh=True)
+                head = self.signer.header_block(origin.forwarded_for, who)
+                response = await self.forwarder.forward(
+                    request.method, request.target, request.body, head, deadline
+                )
+            return response
         except NotFound as exc:
             log.info("%r from %s: %s", request.target, origin.forwarded_for, exc)
             return _text(404, str(exc))

@@ -109,21 +109,24 @@ class Resolver:
         self._clock = clock
         self._flights = _Flights()
 
-    async def resolve(self, origin: Origin, deadline: float) -> Identity:
+    async def resolve(self, origin: Origin, deadline: float, *, fresh: bool = False) -> Identity:
         """The identity for a parsed request, or NotFound -> 404; lookups the cache cannot
-        answer must finish before `deadline` (event-loop time)."""
+        answer must finish before `deadline` (event-loop time). `fresh` asks the control
+        API even when the cache has an answer, and joins no lookup already in flight."""
         if origin.network_id is not None:
             networks: tuple[str, ...] = (origin.network_id,)
         else:
             assert origin.router_id is not None
-            networks = await self._router_networks(origin.router_id, deadline)
-        found = await self._find(networks, origin.source, deadline) if networks else None
+            networks = await self._router_networks(origin.router_id, deadline, fresh)
+        found = await self._find(networks, origin.source, deadline, fresh) if networks else None
         if found is None:
             raise NotFound(f"Instance was not found on {origin.place()}.")
         return found
 
-    async def _router_networks(self, router_id: str, deadline: float) -> tuple[str, ...]:
-        cached = self._cache.get_router(router_id, self._clock())
+    async def _router_networks(
+        self, router_id: str, deadline: float, fresh: bool = False
+    ) -> tuple[str, ...]:
+        cached = None if fresh else self._cache.get_router(router_id, self._clock())
         if cached is not None:
             return cached
         ticket = self._cache.ticket()
@@ -137,10 +140,14 @@ class Resolver:
             )
             return router.networks
 
+        if fresh:
+            return await self._flights.run(
+                ("router", router_id, object()), ticket, lookup, deadline
+            )
         return await self._flights.run(("router", router_id), ticket, lookup, deadline)
 
     async def _find(
-        self, networks: tuple[str, ...], source: Source, deadline: float
+        self, networks: tuple[str, ...], source: Source, deadline: float, fresh: bool = False
     ) -> Identity | None:
         if source.mac_address is not None:
             key: PortKey = (networks, "mac_address", source.mac_address)
@@ -148,7 +155,7 @@ class Resolver:
             key = (networks, "ip_address", source.ip_address)
         else:
             return None  # link-local address without an EUI-64 interface id
-        cached = self._cache.get_port(key, self._clock())
+        cached = None if fresh else self._cache.get_port(key, self._clock())
         if cached is not None:
             return cached[0]
         ticket = self._cache.ticket()
@@ -164,4 +171,5 @@ class Resolver:
             self._cache.store_port(key, found, ticket, self._clock())
             return found
 
-        return await self._flights.run(("port", key), ticket, lookup, deadline)
+        flight: object = ("port", key, object()) if fresh else ("port", key)
+        return await self._flights.run(flight, ticket, lookup, deadline)

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 
 from metastack import identity
 from metastack.errors import InvalidInput
+from metastack.identity import mac_from_eui64
 
 # Network and router ids end up in control API URLs; anything else is refused up front.
 _ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}")
@@ -92,12 +93,3 @@ def parse_forwarded_for(value: str) -> Source:
         # Drop a zone id: fixed IPs are stored without one.
         return Source(ip_address=str(ipaddress.IPv6Address(int(address))))
     return Source(ip_address=str(address))
-
-
-def mac_from_eui64(address: ipaddress.IPv6Address) -> str | None:
-    """The MAC behind a modified EUI-64 interface id (RFC 4291 appendix A), else None."""
-    iid = address.packed[8:]
-    if iid[3:5] != b"\xff\xfe":
-        return None
-    mac = bytes([iid[0] ^ 0x02]) + iid[1:3] + iid[5:8]
-    return ":".join(f"{byte:02x}" for byte in mac)

@@ -45,10 +45,11 @@ SEED_BYTES = 512
 class Refusal(Exception):
     """A request the API answers with an error status and a short message."""
 
-    def __init__(self, status: int, message: str) -> None:
+    def __init__(self, status: int, message: str, *, mismatch: bool = False) -> None:
         super().__init__(message)
         self.status = status
         self.message = message
+        self.mismatch = mismatch
 
 
 @dataclass(frozen=True, slots=True)
@@ -68,6 +69,33 @@ def _respond(status: int, body: bytes, content_type: str) -> web.Response:
 
 def _refuse(status: int, message: str) -> web.Response:
     return _respond(status, message.encode(), TEXT)
+
+
+def holds_address(instance: Instance, address: str) -> bool:
+    """Whether one of the instance's ports holds the forwarded address (an IPv6 link-local
+    address: the MAC behind it). An address that does not parse holds nothing."""
+    for vif in instance.vifs:
+        for fixed in vif.port.fixed_ips:
+            if fixed.ip_address == address:
+                return True
+    try:
+        ip = ipaddress.ip_address(address.strip())
+    except ValueError:
+        return False
+    if isinstance(ip, ipaddress.IPv6Address):
+        if ip.ipv4_mapped is not None:
+            ip = ip.ipv4_mapped
+        elif ip.is_link_local:
+            mac = identity.mac_from_eui64(ip)
+            return mac is not None and any(v.port.mac_address.lower() == mac for v in instance.vifs)
+    for vif in instance.vifs:
+        for fixed in vif.port.fixed_ips:
+            try:
+                if ipaddress.ip_address(fixed.ip_address) == ip:
+                    return True
+            except ValueError:
+                continue
+    return False
 
 
 class SignedHeaders:
@@ -190,7 +218,10 @@ class MetadataService:
         try:
             return await self._handle(request)
         except Refusal as refusal:
-            return _refuse(refusal.status, refusal.message)
+            response = _refuse(refusal.status, refusal.message)
+            if refusal.mismatch:
+                response.headers[identity.ADDRESS_MISMATCH] = "1"
+            return response
         except StoreError as exc:  # StoreUnavailable and every other database failure
             log.warning("store failed: %s", exc)
             return _refuse(503, "The metadata store is unavailable; retry later.")
@@ -216,6 +247,14 @@ class MetadataService:
                 caller.instance_id,
             )
             raise Refusal(404, "Instance not found.")
+        if (
+            caller.address is not None
+            and self._config.service_metadata_proxy
+            and not holds_address(entry.instance, caller.address)
+        ):
+            # The agent's lookup is older than the port's deletion or move: never answer
+            # for an instance that no longer holds the guest's address.
+            raise Refusal(404, "The instance does not hold the requesting address.", mismatch=True)
         result = entry.documents.lookup(path, caller.address)
         if isinstance(result, Document):
             body = result.body

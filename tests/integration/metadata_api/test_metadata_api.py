@@ -300,3 +300,28 @@ async def test_prewarm_off_renders_on_first_request(metadata_api: Any, store: Fa
     async with http.get("/latest/meta-data/instance-id", headers=signed(UUID_A, "proj-a")) as r:
         assert r.status == 200
     assert store.loads == 1
+
+
+async def test_address_the_instance_no_longer_holds_is_404_with_the_mismatch_header(
+    metadata_api: Any, store: FakeStore
+) -> None:
+    store.put(make_instance(UUID_A, "proj-a", "10.0.0.5"))
+    _, http = await metadata_api()
+    for xff in ("10.0.0.5", "::ffff:10.0.0.5"):
+        async with http.get("/latest/meta-data/", headers=signed(UUID_A, "proj-a", xff=xff)) as r:
+            assert r.status == 200
+            assert identity.ADDRESS_MISMATCH not in r.headers
+    for xff in ("10.0.0.99", "fe80::1", "not-an-address"):
+        async with http.get("/latest/meta-data/", headers=signed(UUID_A, "proj-a", xff=xff)) as r:
+            assert r.status == 404
+            assert r.headers[identity.ADDRESS_MISMATCH] == "1"
+            assert UUID_A not in await r.text()
+
+
+def test_link_local_source_is_held_through_the_port_mac() -> None:
+    from metastack.api.metadata_app import holds_address
+
+    instance = make_instance(UUID_A, "proj-a", "10.0.0.5")  # port MAC fa:16:3e:00:00:01
+    assert holds_address(instance, "fe80::f816:3eff:fe00:1")
+    assert not holds_address(instance, "fe80::f816:3eff:fe00:2")
+    assert not holds_address(instance, "fe80::1234:5678:9abc:def0")  # no EUI-64 id
