@@ -16,12 +16,38 @@ from metastack.http11 import UpstreamTimeout
 
 T = TypeVar("T")
 
+# Misses on the same networks in flight at once from which the agent takes it for a boot
+# storm: the next miss fetches all the networks' ports in one call, and that one answer
+# fills the cache for every guest on them (hundreds of single lookups otherwise).
+STORM_MISSES = 8
+
 
 def _same_ip(left: str, right: str) -> bool:
     try:
         return ipaddress.ip_address(left) == ipaddress.ip_address(right)
     except ValueError:
         return False
+
+
+def _identities_by_address(
+    ports: Sequence[Port], networks: Sequence[str]
+) -> dict[str, Identity | None]:
+    """Every fixed IP of the instance ports on `networks` (written as a parsed
+    X-Forwarded-For is) -> its instance, or None where several ports hold it."""
+    holders: dict[str, list[Port]] = {}
+    for port in ports:
+        if not port.device_id or port.network_id not in networks:
+            continue
+        for text in port.ip_addresses:
+            try:
+                address = str(ipaddress.ip_address(text))
+            except ValueError:
+                continue
+            holders.setdefault(address, []).append(port)
+    return {
+        address: Identity(found[0].device_id, found[0].project_id) if len(found) == 1 else None
+        for address, found in holders.items()
+    }
 
 
 def matching_identity(
@@ -108,6 +134,8 @@ class Resolver:
         self._cache = cache
         self._clock = clock
         self._flights = _Flights()
+        # networks -> the keys being looked up one by one, with their requests in flight
+        self._missing: dict[tuple[str, ...], dict[PortKey, int]] = {}
 
     async def resolve(self, origin: Origin, deadline: float, *, fresh: bool = False) -> Identity:
         """The identity for a parsed request, or NotFound -> 404; lookups the cache cannot
@@ -159,6 +187,52 @@ class Resolver:
         if cached is not None:
             return cached[0]
         ticket = self._cache.ticket()
+        pending = self._missing.setdefault(networks, {})
+        storm = key not in pending and len(pending) >= STORM_MISSES
+        if storm and not fresh and source.ip_address is not None:
+            return await self._find_in_networks(networks, source, key, ticket, deadline)
+        pending[key] = pending.get(key, 0) + 1
+        try:
+            return await self._find_one(networks, source, key, ticket, deadline, fresh)
+        finally:
+            pending[key] -= 1
+            if not pending[key]:
+                del pending[key]
+            if not pending and self._missing.get(networks) is pending:
+                del self._missing[networks]
+
+    async def _find_in_networks(
+        self,
+        networks: tuple[str, ...],
+        source: Source,
+        key: PortKey,
+        ticket: int,
+        deadline: float,
+    ) -> Identity | None:
+        """One call for all the networks' ports, shared by every miss in flight with it."""
+
+        async def fetch() -> dict[str, Identity | None]:
+            ports = await self._control.find_ports(networks, deadline=deadline)
+            answers = _identities_by_address(ports, networks)
+            now = self._clock()
+            for address, found in answers.items():
+                self._cache.store_port((networks, "ip_address", address), found, ticket, now)
+            return answers
+
+        answers = await self._flights.run(("networks", networks), ticket, fetch, deadline)
+        found = answers.get(source.ip_address or "")
+        self._cache.store_port(key, found, ticket, self._clock())
+        return found
+
+    async def _find_one(
+        self,
+        networks: tuple[str, ...],
+        source: Source,
+        key: PortKey,
+        ticket: int,
+        deadline: float,
+        fresh: bool,
+    ) -> Identity | None:
 
         async def lookup() -> Identity | None:
             ports = await self._control.find_ports(

@@ -121,3 +121,60 @@ async def test_a_cancelled_first_request_leaves_the_lookup_to_the_others() -> No
     control.release.set()
     assert (await second).instance_id == "inst-a"
     assert control.port_lookups == 1
+
+
+class NetworkOfGuests:
+    """A control API with `count` guests on one network; counts single and bulk lookups."""
+
+    def __init__(self, count: int) -> None:
+        self.ports = [
+            Port(f"p{i}", "net-a", "proj-a", f"fa:16:3e:00:01:{i:02x}", (f"10.0.1.{i}",), f"vm-{i}")
+            for i in range(1, count + 1)
+        ]
+        self.single = 0
+        self.bulk = 0
+        self.release = asyncio.Event()
+
+    async def find_ports(
+        self,
+        networks: Sequence[str],
+        *,
+        ip_address: str | None = None,
+        mac_address: str | None = None,
+        deadline: float,
+    ) -> list[Port]:
+        if ip_address is None and mac_address is None:
+            self.bulk += 1
+        else:
+            self.single += 1
+        await self.release.wait()
+        return [p for p in self.ports if ip_address is None or ip_address in p.ip_addresses]
+
+    async def get_router(self, router_id: str, deadline: float) -> Router | None:
+        return None
+
+
+async def test_a_storm_of_misses_on_one_network_is_answered_by_one_bulk_lookup() -> None:
+    control = NetworkOfGuests(100)
+    cache = LookupCache(60.0, 1000)
+    cache.set_live(True, 0.0)
+    resolver = Resolver(cast(ControlClient, control), cache)
+    guests = [f"10.0.1.{i}" for i in range(1, 101)] + ["10.0.1.200"]  # the last has no port
+    waiting = [
+        asyncio.create_task(
+            resolver.resolve(Origin(ip, Source(ip_address=ip), "net-a", None), deadline())
+        )
+        for ip in guests
+    ]
+    await asyncio.sleep(0.01)
+    control.release.set()
+    found = await asyncio.gather(*waiting, return_exceptions=True)
+    for ip, answer in zip(guests[:-1], found[:-1], strict=True):
+        assert answer == Identity(f"vm-{ip.rsplit('.', 1)[1]}", "proj-a")
+    assert isinstance(found[-1], Exception)  # NotFound: nobody holds 10.0.1.200
+    assert control.single == 8  # up to STORM_MISSES single lookups, then one for all
+    assert control.bulk == 1
+    # the bulk answer filled the cache for guests that have not asked yet, too
+    assert cache.get_port((("net-a",), "ip_address", "10.0.1.100"), 1.0) == (
+        Identity("vm-100", "proj-a"),
+    )
