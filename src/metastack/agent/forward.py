@@ -12,6 +12,7 @@ from metastack.agent.cache import Identity
 from metastack.agent.config import AgentConfig
 from metastack.errors import UpstreamUnavailable
 from metastack.http11 import (
+    HOP_BY_HOP,
     REASONS,
     ConnectFailed,
     Endpoint,
@@ -25,20 +26,6 @@ from metastack.http11 import (
 
 log = logging.getLogger(__name__)
 
-# Not relayed to the proxy: connection-level headers, and the length the server recomputes.
-HOP_BY_HOP = frozenset(
-    {
-        b"connection",
-        b"keep-alive",
-        b"proxy-authenticate",
-        b"proxy-authorization",
-        b"te",
-        b"trailer",
-        b"transfer-encoding",
-        b"upgrade",
-        b"content-length",
-    }
-)
 IDEMPOTENT = frozenset({b"GET", b"HEAD", b"OPTIONS"})
 # Idle keep-alive connections kept per metadata API endpoint.
 POOL_SIZE = 512

@@ -11,6 +11,7 @@ from metastack.http11.client import (
 )
 from metastack.http11.endpoint import Endpoint
 from metastack.http11.message import (
+    HOP_BY_HOP,
     REASONS,
     Handler,
     Headers,
@@ -24,6 +25,7 @@ from metastack.http11.server import HttpProtocol, HttpServer, drain, encode_resp
 
 __all__ = [
     "BODY_METHODS",
+    "HOP_BY_HOP",
     "REASONS",
     "ClientResponse",
     "ConnectFailed",

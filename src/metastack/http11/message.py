@@ -7,6 +7,24 @@ from typing import Protocol
 
 Headers = list[tuple[bytes, bytes]]
 
+# RFC 9110 7.6.1 hop-by-hop headers plus the framing headers a relay recomputes: never
+# passed on by the proxy (guest <-> agent) nor by the agent (API -> proxy).
+HOP_BY_HOP = frozenset(
+    {
+        b"connection",
+        b"keep-alive",
+        b"proxy-connection",
+        b"proxy-authenticate",
+        b"proxy-authorization",
+        b"te",
+        b"trailer",
+        b"transfer-encoding",
+        b"upgrade",
+        b"content-length",
+        b"expect",
+    }
+)
+
 REASONS = {
     100: b"Continue",
     200: b"OK",

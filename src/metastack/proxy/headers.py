@@ -7,27 +7,11 @@ from collections.abc import Iterable
 from typing import Literal
 
 from metastack import identity
-from metastack.http11 import Headers
+from metastack.http11 import HOP_BY_HOP, Headers
 
 IdentityKind = Literal["network", "router"]
 
 FORBIDDEN = tuple(p.encode() for p in identity.GUEST_FORBIDDEN_PREFIXES)
-# RFC 9110 7.6.1 hop-by-hop headers plus the framing headers the proxy recomputes.
-HOP_BY_HOP = frozenset(
-    {
-        b"connection",
-        b"keep-alive",
-        b"proxy-connection",
-        b"proxy-authenticate",
-        b"proxy-authorization",
-        b"te",
-        b"trailer",
-        b"transfer-encoding",
-        b"upgrade",
-        b"content-length",
-        b"expect",
-    }
-)
 _ID_HEADER = {
     "network": identity.NETWORK_ID.encode(),
     "router": identity.ROUTER_ID.encode(),
