@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import errno
 import json
 import os
+import select
 import socket
 import time
-from collections.abc import Sequence
+from collections.abc import Coroutine, Generator, Sequence
 from dataclasses import dataclass, field
 from urllib.parse import quote
 
@@ -58,11 +58,11 @@ class Sample:
 class Guest:
     """A guest that crawls: its index and namespace; what it requested and when it ended.
 
-    Times are time.perf_counter() (uvloop's loop clock has a cached millisecond tick).
+    Times are time.perf_counter().
     """
 
     index: int
-    netns: str
+    netns: str | None
     samples: list[Sample] = field(default_factory=list)
     done_at: float = 0.0
 
@@ -120,26 +120,117 @@ def _dechunk(data: bytes) -> bytes | None:
         pos = end + 2 + size + 2
 
 
-class Crawler:
-    """Drives every guest's crawl from one event loop; sockets are made inside guests."""
+class _Ready:
+    """Awaited by a crawl to park until `fd` is ready for `events` (epoll bits); past
+    `deadline` (perf counter) the wait ends in TimeoutError."""
 
-    def __init__(self, timeout: float = 10.0) -> None:
+    __slots__ = ("deadline", "events", "fd")
+
+    def __init__(self, fd: int, events: int, deadline: float) -> None:
+        self.fd = fd
+        self.events = events
+        self.deadline = deadline
+
+    def __await__(self) -> Generator[_Ready, None, None]:
+        yield self
+
+
+class Driver:
+    """A minimal event loop for the crawls: epoll, coroutines and per-wait deadlines.
+
+    The load generator shares the two cores with the chain it measures, so it must cost
+    as little per request as it can: no futures, handles or timers per request, one
+    epoll registration per connection (re-armed, never removed: close() drops it).
+    """
+
+    def __init__(self) -> None:
+        self._epoll = select.epoll()
+        self._parked: dict[int, tuple[Coroutine[_Ready, None, None], float]] = {}
+        self._armed: set[int] = set()
+        self.running = 0
+
+    def close(self) -> None:
+        """Close the epoll descriptor."""
+        self._epoll.close()
+
+    def forget(self, fd: int) -> None:
+        """`fd` is about to be closed: its number may come back for another socket."""
+        self._armed.discard(fd)
+
+    def start(self, coro: Coroutine[_Ready, None, None]) -> None:
+        """Run a crawl until its first wait."""
+        self.running += 1
+        self._step(coro, None)
+
+    def _step(self, coro: Coroutine[_Ready, None, None], error: BaseException | None) -> None:
+        try:
+            ready = coro.throw(error) if error is not None else coro.send(None)
+        except StopIteration:
+            self.running -= 1
+            return
+        fd = ready.fd
+        events = ready.events | select.EPOLLONESHOT
+        if fd in self._armed:
+            self._epoll.modify(fd, events)
+        else:
+            self._epoll.register(fd, events)
+            self._armed.add(fd)
+        self._parked[fd] = (coro, ready.deadline)
+
+    def run(self, until: float) -> None:
+        """Resume crawls as their sockets get ready, until all ended or `until` (perf
+        counter) passed; a wait past its deadline gets TimeoutError thrown in."""
+        poll = self._epoll.poll
+        parked = self._parked
+        next_sweep = time.perf_counter() + 0.05
+        while self.running:
+            for fd, _ in poll(0.05):
+                coro, _ = parked.pop(fd)
+                self._step(coro, None)
+            now = time.perf_counter()
+            if now >= until:
+                return
+            if now >= next_sweep:
+                next_sweep = now + 0.05
+                for fd, (coro, deadline) in list(parked.items()):
+                    if deadline <= now:
+                        del parked[fd]
+                        self._step(coro, TimeoutError())
+
+    def cancel_all(self) -> None:
+        """Close every parked crawl (an unfinished storm)."""
+        for coro, _ in self._parked.values():
+            coro.close()
+        self._parked.clear()
+
+
+class Crawler:
+    """Drives every guest's crawl from one :class:`Driver`; sockets are made inside guests."""
+
+    def __init__(self, timeout: float = 10.0, target: tuple[str, int] = METADATA) -> None:
         self.timeout = timeout
+        self.target = target
+        self.driver = Driver()
         self._origin = os.open("/proc/thread-self/ns/net", os.O_RDONLY | os.O_CLOEXEC)
         self._fds: dict[str, int] = {}
 
     def close(self) -> None:
-        """Close the namespace file descriptors."""
+        """Close the namespace file descriptors and the driver."""
         for fd in [self._origin, *self._fds.values()]:
             with contextlib.suppress(OSError):
                 os.close(fd)
         self._fds.clear()
+        self.driver.close()
 
     def open(self, netns: str) -> None:
         """Hold a guest namespace open, so each socket costs two setns calls only."""
         self._fds[netns] = os.open(netns_path(netns), os.O_RDONLY | os.O_CLOEXEC)
 
-    def _socket(self, netns: str) -> socket.socket:
+    def _socket(self, netns: str | None) -> socket.socket:
+        if netns is None:  # the caller's own namespace (tests)
+            sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            sock.setblocking(False)
+            return sock
         # setns switches this thread only; nothing else runs on it until we switch back.
         _setns(self._fds[netns])
         try:
@@ -153,17 +244,32 @@ class Crawler:
         sock.setblocking(False)
         return sock
 
-    async def _exchange(self, sock: socket.socket, path: str) -> tuple[int, bytes]:
-        loop = asyncio.get_running_loop()
-        await loop.sock_connect(sock, METADATA)
-        await loop.sock_sendall(sock, REQUEST.format(path=path).encode())
-        data = b""
-        while b"\r\n\r\n" not in data:
-            chunk = await loop.sock_recv(sock, 65536)
+    async def _exchange(self, sock: socket.socket, path: str, deadline: float) -> tuple[int, bytes]:
+        fd = sock.fileno()
+        code = sock.connect_ex(self.target)
+        if code not in (0, errno.EINPROGRESS):
+            raise OSError(code, os.strerror(code))
+        data = REQUEST.format(path=path).encode()
+        while data:
+            try:
+                # Through veth the handshake is usually over before connect_ex returns:
+                # send at once, and wait for the connection only when it is not.
+                sent = sock.send(data)
+            except BlockingIOError:
+                await _Ready(fd, select.EPOLLOUT, deadline)
+                code = sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
+                if code:
+                    raise OSError(code, os.strerror(code)) from None
+                continue
+            data = data[sent:]
+        buffer = b""
+        while b"\r\n\r\n" not in buffer:
+            await _Ready(fd, select.EPOLLIN, deadline)
+            chunk = sock.recv(65536)
             if not chunk:
-                raise RequestFailed("closed before the response" if not data else "short head")
-            data += chunk
-        head, _, body = data.partition(b"\r\n\r\n")
+                raise RequestFailed("closed before the response" if not buffer else "short head")
+            buffer += chunk
+        head, _, body = buffer.partition(b"\r\n\r\n")
         status, length, chunked = _body_length(head)
         while True:
             if chunked:
@@ -172,7 +278,8 @@ class Crawler:
                     return status, done
             elif length is not None and len(body) >= length:
                 return status, body[:length]
-            chunk = await loop.sock_recv(sock, 65536)
+            await _Ready(fd, select.EPOLLIN, deadline)
+            chunk = sock.recv(65536)
             if not chunk:
                 if length is None and not chunked:
                     return status, body
@@ -188,9 +295,9 @@ class Crawler:
         try:
             sock = self._socket(guest.netns)
             try:
-                async with asyncio.timeout(self.timeout):
-                    status, body = await self._exchange(sock, path)
+                status, body = await self._exchange(sock, path, start + self.timeout)
             finally:
+                self.driver.forget(sock.fileno())
                 sock.close()
         except (OSError, RequestFailed, ValueError) as exc:
             error = _error_kind(exc)
@@ -262,9 +369,8 @@ class Crawler:
         await self.get(guest, "ec2-user-data", f"/{version}/user-data", ok=(200, 404))
         await self.ec2_tree(guest, "ec2-tree", f"/{version}/meta-data/")
 
-    async def boot(self, guest: Guest, start: asyncio.Event) -> None:
-        """Wait for the common start, then crawl as cloud-init does: OpenStack, then EC2."""
-        await start.wait()
+    async def boot(self, guest: Guest) -> None:
+        """Crawl as cloud-init does: OpenStack, then EC2."""
         await self.openstack(guest)
         await self.ec2(guest)
         guest.done_at = time.perf_counter()
@@ -287,33 +393,24 @@ class Storm:
     wall_clock_start: float
 
 
-async def _storm(crawler: Crawler, guests: list[Guest], deadline: float) -> Storm:
-    start = asyncio.Event()
-    tasks = [asyncio.create_task(crawler.boot(guest, start)) for guest in guests]
-    await asyncio.sleep(0.2)  # every task is parked on the event before anyone starts
-    wall, started = time.time(), time.perf_counter()
-    start.set()
-    _, pending = await asyncio.wait(tasks, timeout=deadline)
-    for task in pending:
-        task.cancel()
-    for task in pending:
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
-    return Storm(guests, started, time.perf_counter(), wall)
-
-
-def run_storm(netns: Sequence[str], timeout: float = 10.0, deadline: float = 300.0) -> Storm:
-    """Let every guest in `netns` (index = position) crawl at the same moment."""
-    crawler = Crawler(timeout)
+def run_storm(
+    netns: Sequence[str | None],
+    timeout: float = 10.0,
+    deadline: float = 300.0,
+    target: tuple[str, int] = METADATA,
+) -> Storm:
+    """Let every guest in `netns` (index = position; None: this namespace) crawl at once."""
+    crawler = Crawler(timeout, target)
     try:
         for name in netns:
-            crawler.open(name)
+            if name is not None:
+                crawler.open(name)
         guests = [Guest(i, name) for i, name in enumerate(netns)]
-        try:
-            import uvloop
-        except ImportError:  # pragma: no cover - uvloop is a dependency on Linux
-            return asyncio.run(_storm(crawler, guests, deadline))
-        storm: Storm = uvloop.run(_storm(crawler, guests, deadline))
-        return storm
+        wall, started = time.time(), time.perf_counter()
+        for guest in guests:
+            crawler.driver.start(crawler.boot(guest))
+        crawler.driver.run(started + deadline)
+        crawler.driver.cancel_all()
+        return Storm(guests, started, time.perf_counter(), wall)
     finally:
         crawler.close()
