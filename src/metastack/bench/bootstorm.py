@@ -157,6 +157,7 @@ def _bootstorm(
         # Others may share the machine: what it did besides this run, during the storm.
         "machine_cpu_s": usage.machine_cpu_s,
         "irq_cpu_s": usage.irq_cpu_s,
+        "backlog_drops": usage.backlog_drops,
         "other_cpu_s": round(usage.machine_cpu_s - usage.irq_cpu_s - sum(usage.cpu_s.values()), 2),
         "load_average_before": load_before,
         "process_counts": usage.count,

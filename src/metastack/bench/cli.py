@@ -39,7 +39,8 @@ def _table(report: dict[str, Any]) -> str:
         f"({len(report['sequence_checks'])} guests checked with real cloud-init)",
         f"machine CPU during the storm {report['machine_cpu_s']} s: interrupts and softirqs "
         f"{report['irq_cpu_s']} s, other processes {report['other_cpu_s']} s (load before: "
-        f"{' '.join(report['load_average_before'])})",
+        f"{' '.join(report['load_average_before'])}); packets dropped at full input "
+        f"backlogs {report['backlog_drops']}",
         "process      peak RSS MB   CPU s",
     ]
     for name, rss in report["rss_mb"].items():

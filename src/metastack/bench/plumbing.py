@@ -9,6 +9,7 @@ from dataclasses import dataclass
 
 from metastack.demo import guests as demo_guests
 from metastack.netns.exec import NetnsError, run
+from metastack.netns.sockets import set_sysctls
 
 PARALLEL = 4
 
@@ -40,9 +41,21 @@ def _batch(netns: str | None, lines: Sequence[str], timeout: float = 120.0) -> N
     run(argv, input="\n".join(lines) + "\n", timeout=timeout)
 
 
+# Storm guests speak IPv4 only. With IPv6 on, every guest's link-up sends DAD, MLD and
+# three router solicitations, each flooded by the lab's one Linux bridge to every other
+# port: at 500 guests that is hundreds of thousands of frame copies on the same two cores
+# as the chain (and full input backlogs), a cost of simulating the fabric, not of metadata.
+GUEST_SYSCTLS = {
+    "net.ipv6.conf.all.disable_ipv6": "1",
+    "net.ipv6.conf.default.disable_ipv6": "1",
+}
+
+
 def create(plugs: Sequence[Plug], fabric: str) -> None:
     """Make every guest namespace and its eth0 (the port's MAC) on its bridge, link up."""
     _batch(None, [f"netns add {p.netns}" for p in plugs])
+    for plug in plugs:
+        set_sysctls(plug.netns, GUEST_SYSCTLS)
     lines: list[str] = []
     for p in plugs:
         lines += [

@@ -22,6 +22,13 @@ def machine_busy_seconds() -> tuple[float, float]:
     return busy / _CLK_TCK, (fields[5] + fields[6]) / _CLK_TCK
 
 
+def backlog_drops() -> int:
+    """Packets the kernel dropped because a CPU's input backlog was full (every veth hop
+    queues there); a dropped SYN costs its connection a 1 s retransmission."""
+    lines = Path("/proc/net/softnet_stat").read_text().splitlines()
+    return sum(int(line.split()[1], 16) for line in lines if line.strip())
+
+
 @dataclass
 class Usage:
     """Per process name: CPU seconds used while sampling, and peak RSS (summed over PIDs)."""
@@ -31,6 +38,7 @@ class Usage:
     count: dict[str, int] = field(default_factory=dict)
     machine_cpu_s: float = 0.0  # every process on the machine, ours and others'
     irq_cpu_s: float = 0.0
+    backlog_drops: int = 0
 
 
 class Sampler:
@@ -44,12 +52,14 @@ class Sampler:
         self._last: dict[int, float] = {}
         self._names: dict[int, str] = {}
         self._busy = (0.0, 0.0)
+        self._drops = 0
         self.usage = Usage()
         self._thread = threading.Thread(target=self._run, name="sampler", daemon=True)
 
     def start(self) -> None:
         """Take a first sample now, then keep sampling in the background."""
         self._busy = machine_busy_seconds()
+        self._drops = backlog_drops()
         self._sample()
         self._thread.start()
 
@@ -59,6 +69,7 @@ class Sampler:
         self._thread.join()
         self._sample()
         busy, irq = machine_busy_seconds()
+        self.usage.backlog_drops = backlog_drops() - self._drops
         self.usage.machine_cpu_s = round(busy - self._busy[0], 2)
         self.usage.irq_cpu_s = round(irq - self._busy[1], 2)
         for pid, cpu in self._last.items():

@@ -9,10 +9,12 @@ Other threads (executors) never leave the original namespace.
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import ipaddress
 import os
 import socket
+from collections.abc import Iterator
 from pathlib import Path
 
 from metastack.netns.exec import NetnsError
@@ -87,6 +89,29 @@ def listen_in_netns(
         family = socket.AF_INET6 if ipaddress.ip_address(host).version == 6 else socket.AF_INET
     if netns is None:
         return _make_socket(host, port, family, backlog, interface)
+    with _inside(netns):
+        try:
+            return _make_socket(host, port, family, backlog, interface)
+        except OSError as exc:
+            raise NetnsError(f"listen on {host}:{port} in {netns}: {exc}") from exc
+
+
+def set_sysctls(netns: str, values: dict[str, str]) -> None:
+    """Write per-namespace sysctls (`net.ipv6.conf.default.disable_ipv6` style keys)
+    inside `netns`: /proc/sys/net resolves against the calling thread's namespace."""
+    with _inside(netns):
+        for key, value in values.items():
+            path = "/proc/sys/" + key.replace(".", "/")
+            try:
+                with open(path, "w") as handle:
+                    handle.write(value)
+            except OSError as exc:
+                raise NetnsError(f"sysctl {key}={value} in {netns}: {exc.strerror}") from exc
+
+
+@contextlib.contextmanager
+def _inside(netns: str) -> Iterator[None]:
+    """Run the body with this thread inside `netns`, and back in its own namespace after."""
     try:
         target = os.open(netns_path(netns), os.O_RDONLY | os.O_CLOEXEC)
     except OSError as exc:
@@ -102,9 +127,7 @@ def listen_in_netns(
         except OSError as exc:
             raise NetnsError(f"setns into {netns}: {exc.strerror}") from exc
         try:
-            return _make_socket(host, port, family, backlog, interface)
-        except OSError as exc:
-            raise NetnsError(f"listen on {host}:{port} in {netns}: {exc}") from exc
+            yield
         finally:
             try:
                 _setns(origin)
