@@ -16,7 +16,7 @@ from typing import Any, Literal
 from metastack.bench import fleet, haproxy, plumbing
 from metastack.bench.crawl import Storm, run_storm
 from metastack.bench.report import plot, summarise
-from metastack.bench.sampler import Sampler
+from metastack.bench.sampler import Sampler, tcp_counters
 from metastack.demo import guests as demo_guests
 from metastack.demo.run import down, netagent_config, start_chain, start_netagent
 from metastack.demo.run import wait_for_namespaces as wait_namespaces
@@ -126,9 +126,13 @@ def _bootstorm(
     load_before = Path("/proc/loadavg").read_text().split()[:3]
     targets = _targets(state, chain, config, haproxies)
     sampler = Sampler(lambda: targets)
+    serving = sorted(wanted)
+    tcp_before = tcp_counters(serving)
     sampler.start()
     storm = run_storm([p.netns for p in plugs], options.timeout, options.deadline)
     usage = sampler.stop()
+    tcp_after = tcp_counters(serving)
+    guests_tcp = tcp_counters(p.netns for p in plugs)  # new namespaces: counted from 0
     progress(f"storm over in {storm.ended - storm.started:.2f} s; real cloud-init in {len(probed)}")
     checks = [_check_sequence(plug.netns, storm, plugs.index(plug)) for plug in probed]
     summary = summarise(storm)
@@ -158,6 +162,10 @@ def _bootstorm(
         "machine_cpu_s": usage.machine_cpu_s,
         "irq_cpu_s": usage.irq_cpu_s,
         "backlog_drops": usage.backlog_drops,
+        "tcp": {
+            "server_side": {k: tcp_after[k] - tcp_before[k] for k in tcp_after},
+            "guests": guests_tcp,
+        },
         "other_cpu_s": round(usage.machine_cpu_s - usage.irq_cpu_s - sum(usage.cpu_s.values()), 2),
         "load_average_before": load_before,
         "process_counts": usage.count,

@@ -41,6 +41,10 @@ def _table(report: dict[str, Any]) -> str:
         f"{report['irq_cpu_s']} s, other processes {report['other_cpu_s']} s (load before: "
         f"{' '.join(report['load_average_before'])}); packets dropped at full input "
         f"backlogs {report['backlog_drops']}",
+        "TCP in the serving namespaces: "
+        + ", ".join(f"{k} {v}" for k, v in report["tcp"]["server_side"].items() if v)
+        + "; in the guests: "
+        + ", ".join(f"{k} {v}" for k, v in report["tcp"]["guests"].items() if v),
         "process      peak RSS MB   CPU s",
     ]
     for name, rss in report["rss_mb"].items():

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import os
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from metastack.lab.chain import sample_process
+from metastack.netns.sockets import read_net_file
 
 Targets = Callable[[], dict[str, list[int]]]
 _CLK_TCK = os.sysconf("SC_CLK_TCK")
@@ -27,6 +28,39 @@ def backlog_drops() -> int:
     queues there); a dropped SYN costs its connection a 1 s retransmission."""
     lines = Path("/proc/net/softnet_stat").read_text().splitlines()
     return sum(int(line.split()[1], 16) for line in lines if line.strip())
+
+
+# TCP counters that explain slow connections: a SYN the server could not queue (then the
+# guest retransmits it after 1 s), and segments sent again.
+TCP_COUNTERS = (
+    "ListenOverflows",
+    "ListenDrops",
+    "TCPReqQFullDrop",
+    "SyncookiesSent",
+    "TCPSynRetrans",
+    "RetransSegs",
+)
+
+
+def _counters(text: str) -> dict[str, int]:
+    """name -> value of a /proc/net/netstat or snmp file (header line, value line pairs)."""
+    found: dict[str, int] = {}
+    lines = text.splitlines()
+    for names, values in zip(lines[::2], lines[1::2], strict=False):
+        for name, value in zip(names.split()[1:], values.split()[1:], strict=False):
+            if value.lstrip("-").isdigit():
+                found[name] = int(value)
+    return found
+
+
+def tcp_counters(namespaces: Iterable[str]) -> dict[str, int]:
+    """The TCP_COUNTERS summed over network namespaces."""
+    total = dict.fromkeys(TCP_COUNTERS, 0)
+    for netns in namespaces:
+        seen = _counters(read_net_file(netns, "netstat")) | _counters(read_net_file(netns, "snmp"))
+        for name in TCP_COUNTERS:
+            total[name] += seen.get(name, 0)
+    return total
 
 
 @dataclass

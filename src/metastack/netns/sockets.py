@@ -109,6 +109,15 @@ def set_sysctls(netns: str, values: dict[str, str]) -> None:
                 raise NetnsError(f"sysctl {key}={value} in {netns}: {exc.strerror}") from exc
 
 
+def read_net_file(netns: str, name: str) -> str:
+    """A /proc/net file (`netstat`, `snmp`, ...) as seen from inside `netns`."""
+    with _inside(netns):
+        try:
+            return Path(f"/proc/thread-self/net/{name}").read_text()
+        except OSError as exc:
+            raise NetnsError(f"/proc/net/{name} in {netns}: {exc.strerror}") from exc
+
+
 @contextlib.contextmanager
 def _inside(netns: str) -> Iterator[None]:
     """Run the body with this thread inside `netns`, and back in its own namespace after."""
