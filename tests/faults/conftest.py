@@ -23,7 +23,7 @@ from aiohttp import web
 
 from metastack import identity
 from metastack.api.control import make_control_app
-from metastack.api.metadata_app import make_metadata_app
+from metastack.api.metadata_app import MetadataServer
 from metastack.config import ApiConfig
 from metastack.store.sql import SqlStore
 
@@ -112,23 +112,23 @@ def api_config(database_url: str, **fields: Any) -> ApiConfig:
 @asynccontextmanager
 async def running(config: ApiConfig, store: SqlStore) -> AsyncIterator[Cloud]:
     """Both apps on 127.0.0.1:<ephemeral> in this event loop."""
-    runners: list[web.AppRunner] = []
-    urls: list[str] = []
+    runner: web.AppRunner | None = None
+    metadata: MetadataServer | None = None
     try:
-        apps = (
-            make_control_app(config, store, poll_interval=0.05),
-            make_metadata_app(config, store),
+        runner = web.AppRunner(
+            make_control_app(config, store, poll_interval=0.05), access_log=None, shutdown_timeout=1
         )
-        for app in apps:
-            runner = web.AppRunner(app, access_log=None, shutdown_timeout=1)
-            await runner.setup()
-            runners.append(runner)
-            await web.TCPSite(runner, "127.0.0.1", 0).start()
-            urls.append(f"http://127.0.0.1:{runner.addresses[0][1]}")
+        await runner.setup()
+        await web.TCPSite(runner, "127.0.0.1", 0).start()
+        control = f"http://127.0.0.1:{runner.addresses[0][1]}"
+        metadata = MetadataServer(config, store)
+        await metadata.start()
         async with aiohttp.ClientSession() as http:
-            yield Cloud(urls[0], urls[1], http, store)
+            yield Cloud(control, f"http://127.0.0.1:{metadata.port}", http, store)
     finally:
-        for runner in reversed(runners):
+        if metadata is not None:
+            await metadata.close(1.0)
+        if runner is not None:
             await runner.cleanup()
 
 

@@ -13,7 +13,7 @@ import pytest
 from aiohttp import web
 
 from metastack.api.control import make_control_app
-from metastack.api.metadata_app import make_metadata_app
+from metastack.api.metadata_app import MetadataServer
 from metastack.config import ApiConfig
 from metastack.store.migrate import upgrade
 from metastack.store.specs import InstanceCreate, NetworkAttach, NetworkCreate, SubnetCreate
@@ -33,29 +33,45 @@ class LiveApi:
 
 
 @contextmanager
-def serving(app: web.Application) -> Iterator[int]:
-    """Serve `app` on 127.0.0.1:<ephemeral> from an event loop in a thread; yield the port."""
+def serving(app: web.Application | MetadataServer) -> Iterator[int]:
+    """Serve an aiohttp app or the metadata server on 127.0.0.1:<ephemeral> from an event
+    loop in a thread; yield the port."""
     loop = asyncio.new_event_loop()
     ready = threading.Event()
-    runner = web.AppRunner(app, access_log=None)
+    runner = web.AppRunner(app, access_log=None) if isinstance(app, web.Application) else None
+    port = 0
 
     async def start() -> None:
-        await runner.setup()
-        await web.TCPSite(runner, "127.0.0.1", 0).start()
+        nonlocal port
+        if runner is not None:
+            await runner.setup()
+            await web.TCPSite(runner, "127.0.0.1", 0).start()
+            port = runner.addresses[0][1]
+        else:
+            assert isinstance(app, MetadataServer)
+            await app.start()
+            port = app.port
+
+    async def stop() -> None:
+        if runner is not None:
+            await runner.cleanup()
+        else:
+            assert isinstance(app, MetadataServer)
+            await app.close(1.0)
 
     def serve() -> None:
         asyncio.set_event_loop(loop)
         loop.run_until_complete(start())
         ready.set()
         loop.run_forever()
-        loop.run_until_complete(runner.cleanup())
+        loop.run_until_complete(stop())
         loop.close()
 
     thread = threading.Thread(target=serve, name="fuzz-api", daemon=True)
     thread.start()
     assert ready.wait(10), "the API did not start"
     try:
-        yield runner.addresses[0][1]
+        yield port
     finally:
         loop.call_soon_threadsafe(loop.stop)
         thread.join(10)
@@ -145,5 +161,5 @@ def live_metadata_api(
             "service_metadata_proxy": request.param == "signed",
         }
     )
-    with serving(make_metadata_app(config, store)) as port:
+    with serving(MetadataServer(config, store)) as port:
         yield LiveApi(f"http://127.0.0.1:{port}", port, store, request.param)

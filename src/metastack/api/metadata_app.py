@@ -1,4 +1,8 @@
-"""The metadata API (port 8775): identify the instance, look the path up, answer nova's bytes."""
+"""The metadata API (port 8775): identify the instance, look the path up, answer nova's bytes.
+
+Served by the lean HTTP/1.1 server of :mod:`metastack.http11` (the agent's and proxy's
+too): in a boot storm every request costs CPU the two other hops need as well.
+"""
 
 from __future__ import annotations
 
@@ -8,17 +12,17 @@ import datetime
 import ipaddress
 import logging
 import os
-from collections.abc import AsyncIterator, Callable
+import socket
+from collections.abc import Callable
 from dataclasses import dataclass
-
-from aiohttp import web
-from multidict import CIMultiDict
+from urllib.parse import unquote_to_bytes, urlsplit
 
 from metastack import identity
 from metastack.api.cache import DocumentCache, Watcher, make_watcher
 from metastack.api.vendordata import DynamicVendordata, load_static
 from metastack.config import ApiConfig
 from metastack.errors import StoreError, UpstreamUnavailable
+from metastack.http11 import REASONS, Headers, HttpServer, Limits, Request, Response
 from metastack.metadata import (
     EC2_VERSION_LIST,
     Document,
@@ -35,9 +39,9 @@ from metastack.store.base import MetadataStore
 
 log = logging.getLogger(__name__)
 
-TEXT = "text/plain; charset=UTF-8"
-HTML = "text/html; charset=UTF-8"
-JSON = "application/json"
+TEXT = b"text/plain; charset=UTF-8"
+HTML = b"text/html; charset=UTF-8"
+JSON = b"application/json"
 PASSWORD_MAX = 1020  # nova: 4 chunks of 255 characters
 SEED_BYTES = 512
 
@@ -61,14 +65,73 @@ class Caller:
     address: str | None
 
 
-def _respond(status: int, body: bytes, content_type: str) -> web.Response:
-    return web.Response(
-        status=status, body=body, headers=CIMultiDict({"Content-Type": content_type})
+# Bodies up to here are read (a password is at most PASSWORD_MAX); bigger ones are refused
+# with nova's answer to an oversized password.
+MAX_BODY_BYTES = 64 * 1024
+LIMITS = Limits(
+    max_target_bytes=8190,  # the request-line bound of the servers nova's API runs on
+    max_body_bytes=MAX_BODY_BYTES,
+    body_too_large=(400, "Request is too large."),
+)
+
+
+def _respond(status: int, body: bytes, content_type: bytes) -> Response:
+    return Response(
+        status, REASONS.get(status, b"Unknown"), [(b"Content-Type", content_type)], body
     )
 
 
-def _refuse(status: int, message: str) -> web.Response:
+def _refuse(status: int, message: str) -> Response:
     return _respond(status, message.encode(), TEXT)
+
+
+_CONTENT_TYPES: dict[str, bytes] = {}
+
+
+def _encoded(content_type: str) -> bytes:
+    found = _CONTENT_TYPES.get(content_type)
+    if found is None:
+        found = _CONTENT_TYPES[content_type] = content_type.encode("latin-1")
+    return found
+
+
+class Incoming:
+    """A request as the API reads it: decoded path, case-insensitive headers, peer."""
+
+    __slots__ = ("body", "headers", "method", "peer", "raw")
+
+    def __init__(self, request: Request, peer: str) -> None:
+        self.raw = request
+        self.method = request.method.decode("latin-1")
+        self.headers: Headers = request.headers
+        self.body = request.body
+        self.peer = peer
+
+    def path(self) -> str:
+        """The percent-decoded path; UnicodeDecodeError if it is not UTF-8, Refusal (400)
+        for a target that is neither a path nor an absolute URL (`*`)."""
+        target = self.raw.target
+        if not target.startswith(b"/"):  # absolute form (a proxy's request line)
+            parts = urlsplit(target)
+            if not parts.scheme or not parts.netloc:
+                raise Refusal(400, "Bad request target.")
+            target = parts.path or b"/"
+        raw = target.partition(b"?")[0].partition(b"#")[0]
+        return unquote_to_bytes(raw).decode("utf-8")
+
+    def header_all(self, name: str) -> list[str]:
+        """Every value of a header, in order."""
+        wanted = name.lower().encode()
+        return [
+            value.decode("utf-8", "surrogateescape")
+            for key, value in self.headers
+            if len(key) == len(wanted) and key.lower() == wanted
+        ]
+
+    def header(self, name: str) -> str | None:
+        """The first value of a header, or None."""
+        found = self.header_all(name)
+        return found[0] if found else None
 
 
 def holds_address(instance: Instance, address: str) -> bool:
@@ -104,22 +167,22 @@ class SignedHeaders:
     def __init__(self, secret: str) -> None:
         self._secret = secret
 
-    async def identify(self, request: web.Request) -> Caller:
-        headers = request.headers
-        instance_id = headers.get(identity.INSTANCE_ID)
-        signature = headers.get(identity.INSTANCE_ID_SIGNATURE)
-        tenant_id = headers.get(identity.TENANT_ID)
+    async def identify(self, request: Incoming) -> Caller:
+        instance_ids = request.header_all(identity.INSTANCE_ID)
+        instance_id = instance_ids[0] if instance_ids else None
+        signature = request.header(identity.INSTANCE_ID_SIGNATURE)
+        tenant_id = request.header(identity.TENANT_ID)
         if instance_id is None:
             raise Refusal(400, "X-Instance-ID header is missing from request.")
         if signature is None:
             raise Refusal(400, "X-Instance-ID-Signature header is missing from request.")
         if tenant_id is None:
             raise Refusal(400, "X-Tenant-ID header is missing from request.")
-        if len(headers.getall(identity.INSTANCE_ID)) > 1:
+        if len(instance_ids) > 1:
             raise Refusal(400, "X-Instance-ID header must appear once.")
         if not identity.verify_instance_id(self._secret, instance_id, signature):
             raise Refusal(403, "Invalid proxy request signature.")
-        return Caller(instance_id, tenant_id, headers.get(identity.FORWARDED_FOR))
+        return Caller(instance_id, tenant_id, request.header(identity.FORWARDED_FOR))
 
 
 class DirectAddress:
@@ -136,14 +199,14 @@ class DirectAddress:
             return False
         return any(ip in network for network in self._trusted)
 
-    def client_address(self, request: web.Request) -> str | None:
+    def client_address(self, request: Incoming) -> str | None:
         """The peer address, or the nearest untrusted X-Forwarded-For hop behind trusted peers."""
-        address = request.remote
+        address = request.peer or None
         if address is None or not self._trusted_peer(address):
             return address
         hops = [
             hop.strip()
-            for value in request.headers.getall(identity.FORWARDED_FOR, [])
+            for value in request.header_all(identity.FORWARDED_FOR)
             for hop in value.split(",")
         ]
         for hop in reversed(hops):
@@ -151,7 +214,7 @@ class DirectAddress:
                 return hop
         return address
 
-    async def identify(self, request: web.Request) -> Caller:
+    async def identify(self, request: Incoming) -> Caller:
         address = self.client_address(request)
         if not address:
             raise Refusal(400, "The request has no source address.")
@@ -206,21 +269,27 @@ class MetadataService:
         )
         return build_documents(instance, options)
 
-    async def lifecycle(self, app: web.Application) -> AsyncIterator[None]:
+    async def start(self) -> None:
+        """Start the document cache (and its watcher) and the vendor data client."""
         await self.cache.start()
         await self._dynamic.start()
-        yield
+
+    async def stop(self) -> None:
         await self._dynamic.stop()
         await self.cache.stop()
 
-    async def handle(self, request: web.Request) -> web.StreamResponse:
+    async def __call__(self, request: Request, peer: str) -> Response:
+        """Answer one metadata request; every failure becomes a status, never a traceback."""
+        return await self.handle(Incoming(request, peer))
+
+    async def handle(self, request: Incoming) -> Response:
         """Answer one metadata request; every failure becomes a status, never a traceback."""
         try:
             return await self._handle(request)
         except Refusal as refusal:
             response = _refuse(refusal.status, refusal.message)
             if refusal.mismatch:
-                response.headers[identity.ADDRESS_MISMATCH] = "1"
+                response.headers.append((identity.ADDRESS_MISMATCH.encode(), b"1"))
             return response
         except StoreError as exc:  # StoreUnavailable and every other database failure
             log.warning("store failed: %s", exc)
@@ -229,9 +298,9 @@ class MetadataService:
             log.warning("vendordata failed: %s", exc)
             return _refuse(503, "A vendor data service is unavailable.")
 
-    async def _handle(self, request: web.Request) -> web.StreamResponse:
+    async def _handle(self, request: Incoming) -> Response:
         try:
-            path = request.path
+            path = request.path()
         except UnicodeDecodeError:
             raise Refusal(404, "Not found.") from None
         if is_version_root(path):
@@ -260,7 +329,7 @@ class MetadataService:
             body = result.body
             if result.needs_seed:
                 body = result.materialize(base64.b64encode(os.urandom(SEED_BYTES)))
-            return _respond(200, body, result.content_type)
+            return _respond(200, body, _encoded(result.content_type))
         if isinstance(result, PasswordFile):
             return await self._password(request, entry.instance)
         if isinstance(result, VendorData2):
@@ -268,7 +337,7 @@ class MetadataService:
             return _respond(200, render_vendor_data2(result.static, dynamic), JSON)
         raise Refusal(404, "Not found.")
 
-    async def _password(self, request: web.Request, instance: Instance) -> web.Response:
+    async def _password(self, request: Incoming, instance: Instance) -> Response:
         """nova's password handler: GET reads, one POST writes, anything else is 400."""
         if request.method == "GET":
             return _respond(200, instance.password.encode(), HTML)
@@ -276,14 +345,7 @@ class MetadataService:
             raise Refusal(400, "GET and POST only are supported.")
         if instance.password:
             raise Refusal(409, "A password is already set.")
-        if (request.content_length or 0) > PASSWORD_MAX:
-            raise Refusal(400, "Request is too large.")
-        body = b""
-        while len(body) <= PASSWORD_MAX:
-            chunk = await request.content.read(PASSWORD_MAX + 1 - len(body))
-            if not chunk:
-                break
-            body += chunk
+        body = request.body  # whole: the server refuses bodies over MAX_BODY_BYTES
         if len(body) > PASSWORD_MAX:
             raise Refusal(400, "Request is too large.")
         try:
@@ -298,16 +360,34 @@ class MetadataService:
         return _respond(200, b"", HTML)
 
 
-METADATA_SERVICE = web.AppKey("metadata_service", MetadataService)
+class MetadataServer:
+    """The metadata API on one listening socket (TCP or unix), with its service."""
 
+    def __init__(
+        self, config: ApiConfig, store: MetadataStore, *, watcher: Watcher | None = None
+    ) -> None:
+        self.service = MetadataService(config, store, watcher=watcher)
+        self._server: HttpServer | None = None
+        self.port = 0
 
-def make_metadata_app(
-    config: ApiConfig, store: MetadataStore, *, watcher: Watcher | None = None
-) -> web.Application:
-    """The metadata API as an aiohttp application: every path goes to one handler."""
-    service = MetadataService(config, store, watcher=watcher)
-    app = web.Application(client_max_size=64 * 1024)
-    app[METADATA_SERVICE] = service
-    app.cleanup_ctx.append(service.lifecycle)
-    app.router.add_route("*", "/{tail:.*}", service.handle)
-    return app
+    async def start(self, sock: socket.socket | None = None, backlog: int = 4096) -> None:
+        """Serve `sock` (already bound), or 127.0.0.1 on an ephemeral port (tests)."""
+        if sock is None:
+            sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            sock.bind(("127.0.0.1", 0))
+            sock.setblocking(False)
+        await self.service.start()
+        try:
+            self._server = await HttpServer.start(self.service, LIMITS, sock, backlog)
+        except BaseException:
+            await self.service.stop()
+            raise
+        name = sock.getsockname()
+        self.port = int(name[1]) if isinstance(name, tuple) else 0
+
+    async def close(self, grace: float = 10.0) -> None:
+        """Stop accepting, let replies in flight finish within `grace`, then stop the service."""
+        if self._server is not None:
+            await self._server.close(grace)
+            self._server = None
+            await self.service.stop()

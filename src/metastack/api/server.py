@@ -19,7 +19,15 @@ from types import FrameType
 
 from metastack.config import ApiConfig, parse_hostport
 from metastack.errors import MetastackError, StoreUnavailable
-from metastack.serve import bind_tcp, run_loop, setup_logging, start_site, wait_for_stop
+from metastack.serve import (
+    LISTEN_BACKLOG,
+    SHUTDOWN_TIMEOUT,
+    bind_tcp,
+    run_loop,
+    setup_logging,
+    start_site,
+    wait_for_stop,
+)
 
 log = logging.getLogger("metastack.api")
 
@@ -60,14 +68,16 @@ def bind_listeners(config: ApiConfig) -> Listeners:
 async def serve_worker(config: ApiConfig, sockets: dict[str, socket.socket]) -> int:
     """One worker: open the store, serve the apps on their sockets until told to stop."""
     from metastack.api.control import make_control_app
-    from metastack.api.metadata_app import make_metadata_app
+    from metastack.api.metadata_app import MetadataServer
     from metastack.store.sql import SqlStore
 
     store = SqlStore(config.database_url)
     cleanups: list[Callable[[], Awaitable[None]]] = []
     try:
         if "metadata" in sockets:
-            await start_site(make_metadata_app(config, store), sockets["metadata"], cleanups)
+            metadata = MetadataServer(config, store)
+            await metadata.start(sockets["metadata"], LISTEN_BACKLOG)
+            cleanups.append(lambda: metadata.close(SHUTDOWN_TIMEOUT))
         if "control" in sockets:
             await start_site(make_control_app(config, store), sockets["control"], cleanups)
         await wait_for_stop()

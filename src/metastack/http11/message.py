@@ -91,6 +91,10 @@ class Limits:
     max_body_bytes: int = 1 << 20
     header_timeout: float = 10.0
     keepalive_timeout: float = 30.0
+    # A request target longer than this is refused with 400 (None: only the head limit).
+    max_target_bytes: int | None = None
+    # How a body over max_body_bytes is refused (nova's metadata API says 400).
+    body_too_large: tuple[int, str] = (413, "request body too large")
 
 
 def reason(status: int) -> bytes:

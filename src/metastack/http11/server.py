@@ -61,6 +61,16 @@ def encode_response(response: Response, request: Request | None, keep_alive: boo
     return b"".join(parts)
 
 
+class _ClosedParser:
+    """Stands in for the request parser once the connection is gone."""
+
+    def feed_data(self, data: bytes) -> None:
+        return None
+
+
+_CLOSED_PARSER = cast(httptools.HttpRequestParser, _ClosedParser())
+
+
 class HttpProtocol(asyncio.Protocol):
     """One client connection: parse, dispatch in order, respond, keep alive."""
 
@@ -117,6 +127,11 @@ class HttpProtocol(asyncio.Protocol):
             self.task.cancel()
         if self.connections is not None:
             self.connections.discard(self)
+        # The parser and the transport both point back here: without these cycles a
+        # closed connection is freed at once instead of by the garbage collector (one
+        # connection per guest request on the proxy's listeners).
+        self.parser = _CLOSED_PARSER
+        self.transport = None
 
     def data_received(self, data: bytes) -> None:
         if self.closing:
@@ -153,6 +168,9 @@ class HttpProtocol(asyncio.Protocol):
     def on_url(self, url: bytes) -> None:
         self.url += url
         self.head_bytes += len(url)
+        longest = self.limits.max_target_bytes
+        if longest is not None and len(self.url) > longest:
+            raise _Reject(400, "request target too long")
         if self.head_bytes > self.limits.max_header_bytes:
             raise _Reject(431, "request head too large")
 
@@ -180,7 +198,7 @@ class HttpProtocol(asyncio.Protocol):
                 if not value.strip().isdigit():
                     raise _Reject(400, "invalid Content-Length")
                 if int(value) > self.limits.max_body_bytes:
-                    raise _Reject(413, "request body too large")
+                    raise _Reject(*self.limits.body_too_large)
             elif size == 6 and name.lower() == _EXPECT and value.lower() == b"100-continue":
                 expect = True
         if expect and self.transport is not None:
@@ -189,7 +207,7 @@ class HttpProtocol(asyncio.Protocol):
     def on_body(self, body: bytes) -> None:
         self.body_bytes += len(body)
         if self.body_bytes > self.limits.max_body_bytes:
-            raise _Reject(413, "request body too large")
+            raise _Reject(*self.limits.body_too_large)
         self.body.append(body)
 
     def on_message_complete(self) -> None:

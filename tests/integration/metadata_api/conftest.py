@@ -7,10 +7,9 @@ from typing import Any
 
 import aiohttp
 import pytest
-from aiohttp import web
 
 from metastack.api.cache import PollingWatcher
-from metastack.api.metadata_app import make_metadata_app
+from metastack.api.metadata_app import MetadataServer
 from metastack.config import ApiConfig
 from support.metadata_fakes import SECRET, FakeStore
 
@@ -26,7 +25,7 @@ ServerFactory = Callable[..., Any]
 @pytest.fixture
 async def metadata_api(store: FakeStore) -> AsyncIterator[ServerFactory]:
     """Start the real metadata app on 127.0.0.1:<ephemeral>; yields a factory(config=...)."""
-    runners: list[web.AppRunner] = []
+    servers: list[MetadataServer] = []
     sessions: list[aiohttp.ClientSession] = []
 
     async def start(**config_fields: Any) -> tuple[str, aiohttp.ClientSession]:
@@ -36,13 +35,10 @@ async def metadata_api(store: FakeStore) -> AsyncIterator[ServerFactory]:
         }
         fields.update(config_fields)
         config = ApiConfig.model_validate(fields)
-        app = make_metadata_app(config, store, watcher=PollingWatcher(store, 0.01))
-        runner = web.AppRunner(app, access_log=None)
-        await runner.setup()
-        runners.append(runner)
-        site = web.TCPSite(runner, "127.0.0.1", 0)
-        await site.start()
-        port = runner.addresses[0][1]
+        server = MetadataServer(config, store, watcher=PollingWatcher(store, 0.01))
+        await server.start()
+        servers.append(server)
+        port = server.port
         session = aiohttp.ClientSession(base_url=f"http://127.0.0.1:{port}", auto_decompress=False)
         sessions.append(session)
         return f"http://127.0.0.1:{port}", session
@@ -50,5 +46,5 @@ async def metadata_api(store: FakeStore) -> AsyncIterator[ServerFactory]:
     yield start
     for session in sessions:
         await session.close()
-    for runner in runners:
-        await runner.cleanup()
+    for server in servers:
+        await server.close(1.0)

@@ -16,7 +16,7 @@ from sqlalchemy.engine import make_url
 
 from metastack import identity
 from metastack.api.control import make_control_app
-from metastack.api.metadata_app import make_metadata_app
+from metastack.api.metadata_app import MetadataServer
 from metastack.config import ApiConfig
 from metastack.store.sql import SqlStore
 
@@ -73,19 +73,17 @@ async def cloud(sql_store: SqlStore, database_url: str) -> AsyncIterator[Cloud]:
     config = ApiConfig.model_validate(
         {"database_url": database_url, "metadata_proxy_shared_secret": SECRET}
     )
-    runners = []
-    urls = []
-    for app in (make_control_app(config, sql_store), make_metadata_app(config, sql_store)):
-        runner = web.AppRunner(app, access_log=None)
-        await runner.setup()
-        runners.append(runner)
-        await web.TCPSite(runner, "127.0.0.1", 0).start()
-        urls.append(f"http://127.0.0.1:{runner.addresses[0][1]}")
+    runner = web.AppRunner(make_control_app(config, sql_store), access_log=None)
+    await runner.setup()
+    await web.TCPSite(runner, "127.0.0.1", 0).start()
+    control = f"http://127.0.0.1:{runner.addresses[0][1]}"
+    metadata = MetadataServer(config, sql_store)
+    await metadata.start()
     sqlite = make_url(database_url).get_backend_name() == "sqlite"
     async with aiohttp.ClientSession() as http:
-        yield Cloud(urls[0], urls[1], http, sqlite)
-    for runner in reversed(runners):
-        await runner.cleanup()
+        yield Cloud(control, f"http://127.0.0.1:{metadata.port}", http, sqlite)
+    await metadata.close(1.0)
+    await runner.cleanup()
 
 
 async def boot(cloud: Cloud, project: str, ip: str, **fields: Any) -> dict[str, Any]:
