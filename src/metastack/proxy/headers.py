@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 from collections.abc import Iterable
 from typing import Literal
@@ -19,11 +20,13 @@ _ID_HEADER = {
 _XFF = identity.FORWARDED_FOR.encode()
 
 
+@functools.lru_cache(maxsize=16384)
 def format_peer(host: str) -> str:
     """The guest address as the agent expects it in X-Forwarded-For.
 
     IPv4-mapped IPv6 becomes dotted IPv4, a link-local `%scope` is dropped, and the
-    address is written in its canonical (compressed, lower-case) form.
+    address is written in its canonical (compressed, lower-case) form. Kept per address:
+    a booting guest asks dozens of times from the same one.
     """
     address = ipaddress.ip_address(host.partition("%")[0])
     if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
