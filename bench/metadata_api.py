@@ -77,8 +77,9 @@ def start_api(
 
 
 def create_instances(control: str, count: int) -> list[tuple[str, str]]:
+    """`count` instances on one network; (uuid, fixed IP) of each."""
     network = _post(control, "/v1/networks", {"name": "bench", "project_id": "bench", "mtu": 1450})
-    subnet = _post(
+    _post(
         control,
         "/v1/subnets",
         {
@@ -103,18 +104,20 @@ def create_instances(control: str, count: int) -> list[tuple[str, str]]:
                 "metadata": {"role": "bench"},
             },
         )
-        instances.append((instance["uuid"], subnet["id"]))
+        instances.append((instance["uuid"], ip))
     return instances
 
 
-def lua_script(path: str, instances: list[str], secret: str) -> str:
+def lua_script(path: str, instances: list[tuple[str, str]], secret: str) -> str:
+    # Each request as the agent signs it: the instance's id and the address it holds (the
+    # API refuses an instance that does not hold the forwarded address).
     rows = ",\n".join(
         "{"
         f'["X-Instance-ID"]="{uuid}", ["X-Tenant-ID"]="bench", '
         f'["X-Instance-ID-Signature"]="{sign_instance_id(secret, uuid)}", '
-        f'["X-Forwarded-For"]="10.0.0.2", ["Host"]="169.254.169.254"'
+        f'["X-Forwarded-For"]="{ip}", ["Host"]="169.254.169.254"'
         "}"
-        for uuid in instances
+        for uuid, ip in instances
     )
     return f"""
 local headers = {{
@@ -169,11 +172,11 @@ def main() -> int:
         workdir = Path(tmp)
         api, urls = start_api(workdir, args.workers, secret)
         try:
-            uuids = [uuid for uuid, _ in create_instances(urls["control"], args.instances)]
+            instances = create_instances(urls["control"], args.instances)
             rows = []
             for label, path in PATHS.items():
                 script = workdir / "signed.lua"
-                script.write_text(lua_script(path, uuids, secret))
+                script.write_text(lua_script(path, instances, secret))
                 subprocess.run(  # warm every instance's cache entry
                     ["wrk", "-t1", "-c4", "-d1s", "-s", str(script), urls["metadata"]],
                     check=True,
