@@ -107,12 +107,10 @@ class HttpProtocol(asyncio.Protocol):
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         # uvloop's transports do not subclass asyncio.Transport; they implement it.
         self.transport = cast(asyncio.Transport, transport)
+        # TCP_NODELAY: both uvloop's and asyncio's TCP transports set it themselves.
         peername = transport.get_extra_info("peername")
         if isinstance(peername, tuple):
             self.peer = str(peername[0])
-            sock = transport.get_extra_info("socket")
-            if sock is not None:
-                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         if self.connections is not None:
             self.connections.add(self)
         self._arm(self.limits.header_timeout)
