@@ -45,6 +45,10 @@ class AgentConfig(_Section):
     # Upper bound on a cached lookup's age; the change feed invalidates sooner. 0 = no cache.
     cache_expiration: float = Field(60.0, ge=0)
     cache_size: int = Field(10000, ge=1)
+    # Fetch a network's instance ports once its changes settle, before its guests ask:
+    # "seen" for networks this agent has answered for, "all" for every network the change
+    # feed names (one node or a small site), "off" never.
+    prefetch_ports: Literal["off", "seen", "all"] = "seen"
     # Long-poll wait of the change feed; the cache is bypassed once the feed is silent
     # for longer than this plus FEED_GRACE seconds.
     feed_wait: int = Field(10, ge=1, le=60)

@@ -5,9 +5,9 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
-from metastack.agent.cache import LookupCache
+from metastack.agent.cache import Change, LookupCache
 from metastack.agent.control import ChangePage, ControlClient
 from metastack.errors import UpstreamUnavailable
 
@@ -42,8 +42,10 @@ async def follow_changes(
     cache: LookupCache,
     wait: int,
     clock: Callable[[], float] = time.monotonic,
+    on_changes: Callable[[Sequence[Change]], None] | None = None,
 ) -> None:
-    """Run until cancelled: keep the cache in step with the feed, or mark it not live."""
+    """Run until cancelled: keep the cache in step with the feed, or mark it not live.
+    `on_changes` hears every page of changes once the cache has applied it."""
     since: int | None = None
     poll_wait = 0
     failures = 0
@@ -57,6 +59,8 @@ async def follow_changes(
             else:
                 page = await control.changes(since, poll_wait, timeout=wait + FEED_GRACE)
                 since = next_since(cache, since, page, clock())
+                if on_changes is not None and page.changes:
+                    on_changes(page.changes)
             # Behind the current revision (a cut-short page): ask again without waiting.
             poll_wait = wait if since >= page.revision else 0
             cache.set_live(True, clock())

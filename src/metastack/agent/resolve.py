@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import ipaddress
 import time
-from collections.abc import Callable, Coroutine, Sequence
+from collections.abc import Callable, Coroutine, Iterable, Sequence
 from typing import Any, TypeVar
 
 from metastack.agent.cache import Identity, LookupCache, PortKey
@@ -29,25 +29,41 @@ def _same_ip(left: str, right: str) -> bool:
         return False
 
 
-def _identities_by_address(
-    ports: Sequence[Port], networks: Sequence[str]
-) -> dict[str, Identity | None]:
-    """Every fixed IP of the instance ports on `networks` (written as a parsed
-    X-Forwarded-For is) -> its instance, or None where several ports hold it."""
-    holders: dict[str, list[Port]] = {}
+def identities_by_network(
+    ports: Iterable[Port], networks: Iterable[str]
+) -> dict[str, dict[str, Identity | None]]:
+    """network -> (address written as a parsed X-Forwarded-For is -> its instance, or None
+    where several instance ports on that network hold it)."""
+    wanted = set(networks)
+    holders: dict[str, dict[str, list[Port]]] = {}
     for port in ports:
-        if not port.device_id or port.network_id not in networks:
+        if not port.device_id or port.network_id not in wanted:
             continue
         for text in port.ip_addresses:
             try:
                 address = str(ipaddress.ip_address(text))
             except ValueError:
                 continue
-            holders.setdefault(address, []).append(port)
+            holders.setdefault(port.network_id, {}).setdefault(address, []).append(port)
     return {
-        address: Identity(found[0].device_id, found[0].project_id) if len(found) == 1 else None
-        for address, found in holders.items()
+        network: {
+            address: Identity(found[0].device_id, found[0].project_id) if len(found) == 1 else None
+            for address, found in by_address.items()
+        }
+        for network, by_address in holders.items()
     }
+
+
+def _identities_by_address(
+    ports: Sequence[Port], networks: Sequence[str]
+) -> dict[str, Identity | None]:
+    """Every fixed IP of the instance ports on `networks` -> its instance, or None where
+    several ports (on one network or across them) hold it."""
+    merged: dict[str, Identity | None] = {}
+    for answers in identities_by_network(ports, networks).values():
+        for address, found in answers.items():
+            merged[address] = None if address in merged else found
+    return merged
 
 
 def matching_identity(
@@ -129,10 +145,12 @@ class Resolver:
         control: ControlClient,
         cache: LookupCache,
         clock: Callable[[], float] = time.monotonic,
+        served: Callable[[tuple[str, ...]], None] | None = None,
     ) -> None:
         self._control = control
         self._cache = cache
         self._clock = clock
+        self._served = served  # told the networks of every guest answered
         self._flights = _Flights()
         # networks -> the keys being looked up one by one, with their requests in flight
         self._missing: dict[tuple[str, ...], dict[PortKey, int]] = {}
@@ -149,6 +167,8 @@ class Resolver:
         found = await self._find(networks, origin.source, deadline, fresh) if networks else None
         if found is None:
             raise NotFound(f"Instance was not found on {origin.place()}.")
+        if self._served is not None:
+            self._served(networks)
         return found
 
     async def _router_networks(

@@ -18,6 +18,7 @@ from metastack.agent.config import AgentConfig
 from metastack.agent.control import ControlClient
 from metastack.agent.feed import follow_changes
 from metastack.agent.forward import Forwarder, make_ssl_context
+from metastack.agent.prefetch import Prefetcher
 from metastack.agent.resolve import Resolver
 from metastack.errors import ConfigError
 from metastack.http11 import Endpoint, HttpServer, Limits, Pool
@@ -116,21 +117,28 @@ async def running(config: AgentConfig) -> AsyncIterator[RunningAgent]:
         config.metadata_proxy_socket, config.socket_mode(), config.metadata_backlog
     )
     inode = os.lstat(config.metadata_proxy_socket).st_ino
+    prefetcher = Prefetcher(control, cache, config.prefetch_ports if cache.enabled else "off")
+    served = prefetcher.served if prefetcher.mode == "seen" else None
     handler = AgentHandler(
-        Resolver(control, cache),
+        Resolver(control, cache, served=served),
         forwarder,
         config.metadata_proxy_shared_secret,
         config.upstream_timeout,
     )
     server: HttpServer | None = None
     feed: asyncio.Task[None] | None = None
+    prefetching: asyncio.Task[None] | None = None
     try:
         server = await HttpServer.start(handler, LIMITS, sock, backlog=config.metadata_backlog)
         if cache.enabled:
-            feed = asyncio.create_task(follow_changes(control, cache, config.feed_wait))
+            feed = asyncio.create_task(
+                follow_changes(control, cache, config.feed_wait, on_changes=prefetcher.note)
+            )
+            prefetching = asyncio.create_task(prefetcher.run())
         log.info("metadata agent listening on %s", config.metadata_proxy_socket)
         yield RunningAgent(config.metadata_proxy_socket, cache)
     finally:
+        await prefetcher.close(prefetching)
         if feed is not None:
             feed.cancel()
             with contextlib.suppress(asyncio.CancelledError):

@@ -109,7 +109,8 @@ def up(
 def start_chain(state: DemoState, control: int, metadata: int, progress: Progress) -> Chain:
     """Start the API (2 workers) and the agent, record them in `state`; 0 = any port."""
     progress("starting metastack api (2 workers) and agent")
-    chain = Chain(Path(state.workdir) / "chain", api_workers=2)
+    # One node serves every network: the agent prefetches the ports of all of them.
+    chain = Chain(Path(state.workdir) / "chain", api_workers=2, agent={"prefetch_ports": "all"})
     chain.control_port, chain.metadata_port = control, metadata
     try:
         chain.start_api()
