@@ -48,6 +48,8 @@ def make_config(
             "upstream_timeout": 2.0,
             "upstream_connect_timeout": 0.5,
             "feed_wait": 2,
+            # Lookup counts in these tests are exact; prefetching has tests of its own.
+            "prefetch_ports": "off",
         }
         values.update(overrides)
         return AgentConfig.model_validate(values)

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 
 import aiohttp
 
 from integration.agent.agent_fakes import FakeControl, proxy_headers, wait_until
-from metastack.agent.server import RunningAgent
+from metastack.agent.config import AgentConfig
+from metastack.agent.server import RunningAgent, running
 
 
 async def instance_of(client: aiohttp.ClientSession, **headers: str | None) -> str | int:
@@ -117,3 +119,26 @@ async def test_control_api_restart_resyncs(
     await control.record("network", "net-z", "create")
     await wait_until(lambda: agent.cache.stats["resyncs"] > resyncs)
     assert await instance_of(client) == "inst-after-restart"
+
+
+async def test_prefetched_network_answers_new_guests_without_a_lookup(
+    make_config: Callable[..., AgentConfig], control: FakeControl
+) -> None:
+    async with running(make_config(prefetch_ports="all")) as agent:
+        await wait_until(lambda: agent.cache.live)
+        for n in range(20, 40):  # instances created just before their guests boot
+            control.add_port(f"new-{n}", "net-a", f"10.0.0.{n}", f"inst-{n}", project_id="proj-a")
+            await control.record("port", f"new-{n}", "create", network_id="net-a")
+        await control.applied()
+        whole = "/v1/ports?network_id=net-a"
+        await wait_until(lambda: whole in control.lookups)
+        await wait_until(
+            lambda: agent.cache.stats["refused"] == 0 and len(agent.cache.ports.entries) >= 20
+        )
+        before = port_lookups(control)
+        async with aiohttp.ClientSession(
+            connector=aiohttp.UnixConnector(path=agent.path), base_url="http://metadata"
+        ) as client:
+            for n in range(20, 40):
+                assert await instance_of(client, xff=f"10.0.0.{n}") == f"inst-{n}"
+        assert port_lookups(control) == before  # every guest found in the cache
