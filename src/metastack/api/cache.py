@@ -262,6 +262,10 @@ class DocumentCache:
                 if self._prewarm and not gone and len(self._to_warm) < self._max_entries:
                     self._to_warm.add(change.instance_id)
             elif change.resource in _GLOBAL_RESOURCES or change.resource == "port":
+                if self._prewarm:
+                    # Rendered again before their guests ask, as after their own changes.
+                    room = self._max_entries - len(self._to_warm)
+                    self._to_warm.update(list(self._entries)[-room:] if room > 0 else [])
                 self._entries.clear()
             self._revision = max(self._revision, change.revision)
 

@@ -12,6 +12,7 @@ import pytest
 from aiohttp import web
 
 from metastack import identity
+from metastack.store.base import Change
 from support.metadata_fakes import FakeStore, make_instance, signed
 
 UUID_A = "11111111-1111-4111-8111-111111111111"
@@ -325,3 +326,25 @@ def test_link_local_source_is_held_through_the_port_mac() -> None:
     assert holds_address(instance, "fe80::f816:3eff:fe00:1")
     assert not holds_address(instance, "fe80::f816:3eff:fe00:2")
     assert not holds_address(instance, "fe80::1234:5678:9abc:def0")  # no EUI-64 id
+
+
+async def test_a_network_wide_change_renders_every_cached_instance_again(
+    metadata_api: Any, store: FakeStore
+) -> None:
+    _, http = await metadata_api()
+    store.put(make_instance(UUID_A, "proj-a", "10.0.0.5"))
+    for _ in range(100):
+        if store.loads:
+            break
+        await asyncio.sleep(0.02)
+    assert store.loads == 1
+    # A subnet (or a DHCP or router port) changes: every rendered document may be stale.
+    store.changes.append(Change(len(store.changes) + 1, "subnet", "s1", "update", "proj-a"))
+    for _ in range(100):  # dropped, then rendered again by the warmer
+        if store.loads == 2:
+            break
+        await asyncio.sleep(0.02)
+    assert store.loads == 2
+    async with http.get("/latest/meta-data/instance-id", headers=signed(UUID_A, "proj-a")) as r:
+        assert r.status == 200
+    assert store.loads == 2  # the guest found it rendered
