@@ -122,12 +122,18 @@ class PollingWatcher:
                 await self._task
 
 
-def make_watcher(database_url: str, store: MetadataStore, poll_interval: float) -> Watcher:
-    """Pick the watcher for a database URL: data_version for SQLite files, polling otherwise."""
+def sqlite_watcher(database_url: str) -> SqliteWatcher | None:
+    """A data_version watcher when the URL names a SQLite file, else None."""
     url = make_url(database_url)
     if url.get_backend_name() == "sqlite" and url.database not in (None, "", ":memory:"):
         return SqliteWatcher(str(url.database))
-    return PollingWatcher(store, poll_interval)
+    return None
+
+
+def make_watcher(database_url: str, store: MetadataStore, poll_interval: float) -> Watcher:
+    """Pick the watcher for a database URL: data_version for SQLite files, polling otherwise."""
+    found = sqlite_watcher(database_url)
+    return found if found is not None else PollingWatcher(store, poll_interval)
 
 
 @dataclass(slots=True)

@@ -17,6 +17,7 @@ from aiohttp import web
 from pydantic import BaseModel, ValidationError
 from pydantic_core import ErrorDetails
 
+from metastack.api.cache import sqlite_watcher
 from metastack.api.control.lane import WriteLane, read_pool
 from metastack.api.control.watcher import DEFAULT_POLL_INTERVAL, RevisionWatcher
 from metastack.config import ApiConfig
@@ -206,9 +207,19 @@ def make_control_app(
     )
 
     readers = read_pool()
+    # On SQLite, PRAGMA data_version says in microseconds whether anyone committed since
+    # the last poll: the revision is read (on a reader thread) only when someone did.
+    sqlite = sqlite_watcher(config.database_url)
+    known: list[int] = []
 
     async def read_revision() -> int:
-        return await asyncio.get_running_loop().run_in_executor(readers, store.current_revision)
+        if sqlite is not None:
+            if known and not sqlite.maybe_changed():
+                return known[0]
+            sqlite.mark_seen()  # before the read: a commit after it shows next time
+        revision = await asyncio.get_running_loop().run_in_executor(readers, store.current_revision)
+        known[:] = [revision]
+        return revision
 
     watcher = RevisionWatcher(read_revision, poll_interval)
     context = Context(config, store, watcher, readers, WriteLane())
@@ -224,6 +235,8 @@ def make_control_app(
 
     async def stop_threads(app: web.Application) -> None:
         await watcher.close()
+        if sqlite is not None:
+            await sqlite.stop()
         context.lane.close()
         readers.shutdown(wait=False, cancel_futures=True)
 
