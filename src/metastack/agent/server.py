@@ -21,6 +21,7 @@ from metastack.agent.forward import Forwarder, make_ssl_context
 from metastack.agent.prefetch import Prefetcher
 from metastack.agent.resolve import Resolver
 from metastack.errors import ConfigError
+from metastack.heap import freeze_heap
 from metastack.http11 import Endpoint, HttpServer, Limits, Pool
 
 log = logging.getLogger(__name__)
@@ -135,6 +136,7 @@ async def running(config: AgentConfig) -> AsyncIterator[RunningAgent]:
                 follow_changes(control, cache, config.feed_wait, on_changes=prefetcher.note)
             )
             prefetching = asyncio.create_task(prefetcher.run())
+        freeze_heap()
         log.info("metadata agent listening on %s", config.metadata_proxy_socket)
         yield RunningAgent(config.metadata_proxy_socket, cache)
     finally:

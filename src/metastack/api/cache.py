@@ -26,6 +26,7 @@ from typing import Protocol
 from sqlalchemy.engine import make_url
 
 from metastack.errors import StoreError
+from metastack.heap import freeze_heap
 from metastack.metadata import Documents
 from metastack.metadata.model import Instance
 from metastack.store.base import Change, MetadataStore
@@ -207,10 +208,14 @@ class DocumentCache:
             try:
                 if self._behind or self._watcher.maybe_changed():
                     await self.catch_up()
+                warmed = 0
                 while self._to_warm:
                     uuid = self._to_warm.pop()
                     if uuid not in self._entries:
                         await self.get(uuid)
+                        warmed += 1
+                if warmed:
+                    freeze_heap()  # the new documents are long-lived: out of the GC's walk
             except StoreError as exc:
                 log.warning("pre-rendering paused: %s", exc)
 

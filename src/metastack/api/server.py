@@ -19,6 +19,7 @@ from types import FrameType
 
 from metastack.config import ApiConfig, parse_hostport
 from metastack.errors import MetastackError, StoreUnavailable
+from metastack.heap import freeze_heap
 from metastack.serve import (
     LISTEN_BACKLOG,
     SHUTDOWN_TIMEOUT,
@@ -80,6 +81,7 @@ async def serve_worker(config: ApiConfig, sockets: dict[str, socket.socket]) -> 
             cleanups.append(lambda: metadata.close(SHUTDOWN_TIMEOUT))
         if "control" in sockets:
             await start_site(make_control_app(config, store), sockets["control"], cleanups)
+        freeze_heap()
         await wait_for_stop()
     finally:
         for cleanup in reversed(cleanups):

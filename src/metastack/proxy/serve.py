@@ -11,6 +11,7 @@ from collections.abc import Callable, Coroutine
 from typing import Any
 
 from metastack.errors import MetastackError
+from metastack.heap import freeze_heap
 from metastack.http11 import HttpProtocol, Limits
 from metastack.proxy.config import ProxyConfig
 from metastack.proxy.control import ControlHandler
@@ -65,6 +66,7 @@ async def serve(config: ProxyConfig, stop: asyncio.Event) -> None:
             control = await _start_control(
                 config.control_socket, config.control_socket_mode, ControlHandler(listeners)
             )
+        freeze_heap()
         log.info(
             "proxy ready: %d listeners, agent %s, control %s",
             len(listeners),
