@@ -161,6 +161,7 @@ def _bootstorm(
         # Others may share the machine: what it did besides this run, during the storm.
         "machine_cpu_s": usage.machine_cpu_s,
         "irq_cpu_s": usage.irq_cpu_s,
+        "steal_cpu_s": usage.steal_cpu_s,
         "backlog_drops": usage.backlog_drops,
         "tcp": {
             "server_side": {k: tcp_after[k] - tcp_before[k] for k in tcp_after},

@@ -38,7 +38,8 @@ def _table(report: dict[str, Any]) -> str:
         f"sequence_ok {report['sequence_ok']} "
         f"({len(report['sequence_checks'])} guests checked with real cloud-init)",
         f"machine CPU during the storm {report['machine_cpu_s']} s: interrupts and softirqs "
-        f"{report['irq_cpu_s']} s, other processes {report['other_cpu_s']} s (load before: "
+        f"{report['irq_cpu_s']} s, other processes {report['other_cpu_s']} s, stolen by the "
+        f"hypervisor {report['steal_cpu_s']} s (load before: "
         f"{' '.join(report['load_average_before'])}); packets dropped at full input "
         f"backlogs {report['backlog_drops']}",
         "TCP in the serving namespaces: "

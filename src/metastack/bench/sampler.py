@@ -15,12 +15,14 @@ Targets = Callable[[], dict[str, list[int]]]
 _CLK_TCK = os.sysconf("SC_CLK_TCK")
 
 
-def machine_busy_seconds() -> tuple[float, float]:
-    """CPU seconds the machine spent busy (all cores, not idle or iowait), and of those in
-    interrupts and softirqs (where the kernel moves packets across veths and bridges)."""
+def machine_busy_seconds() -> tuple[float, float, float]:
+    """CPU seconds the machine spent busy (all cores, not idle or iowait), of those in
+    interrupts and softirqs (where the kernel moves packets across veths and bridges), and
+    stolen by the hypervisor (a virtual machine's cores running someone else's work)."""
     fields = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
     busy = sum(fields[:8]) - fields[3] - fields[4]
-    return busy / _CLK_TCK, (fields[5] + fields[6]) / _CLK_TCK
+    steal = fields[7] if len(fields) > 7 else 0
+    return busy / _CLK_TCK, (fields[5] + fields[6]) / _CLK_TCK, steal / _CLK_TCK
 
 
 def backlog_drops() -> int:
@@ -72,6 +74,7 @@ class Usage:
     count: dict[str, int] = field(default_factory=dict)
     machine_cpu_s: float = 0.0  # every process on the machine, ours and others'
     irq_cpu_s: float = 0.0
+    steal_cpu_s: float = 0.0
     backlog_drops: int = 0
 
 
@@ -85,7 +88,7 @@ class Sampler:
         self._first: dict[int, float] = {}
         self._last: dict[int, float] = {}
         self._names: dict[int, str] = {}
-        self._busy = (0.0, 0.0)
+        self._busy = (0.0, 0.0, 0.0)
         self._drops = 0
         self.usage = Usage()
         self._thread = threading.Thread(target=self._run, name="sampler", daemon=True)
@@ -102,7 +105,8 @@ class Sampler:
         self._stop.set()
         self._thread.join()
         self._sample()
-        busy, irq = machine_busy_seconds()
+        busy, irq, steal = machine_busy_seconds()
+        self.usage.steal_cpu_s = round(steal - self._busy[2], 2)
         self.usage.backlog_drops = backlog_drops() - self._drops
         self.usage.machine_cpu_s = round(busy - self._busy[0], 2)
         self.usage.irq_cpu_s = round(irq - self._busy[1], 2)
