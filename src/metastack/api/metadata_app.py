@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import datetime
+import hmac
 import ipaddress
 import logging
 import os
@@ -98,7 +99,7 @@ def _encoded(content_type: str) -> bytes:
 class Incoming:
     """A request as the API reads it: decoded path, case-insensitive headers, peer."""
 
-    __slots__ = ("body", "headers", "method", "peer", "raw")
+    __slots__ = ("_by_name", "body", "headers", "method", "peer", "raw")
 
     def __init__(self, request: Request, peer: str) -> None:
         self.raw = request
@@ -106,6 +107,7 @@ class Incoming:
         self.headers: Headers = request.headers
         self.body = request.body
         self.peer = peer
+        self._by_name: dict[bytes, list[bytes]] | None = None
 
     def path(self) -> str:
         """The percent-decoded path; UnicodeDecodeError if it is not UTF-8, Refusal (400)
@@ -121,11 +123,14 @@ class Incoming:
 
     def header_all(self, name: str) -> list[str]:
         """Every value of a header, in order."""
-        wanted = name.lower().encode()
+        by_name = self._by_name
+        if by_name is None:  # one pass over the headers, for all the lookups that follow
+            by_name = self._by_name = {}
+            for key, value in self.headers:
+                by_name.setdefault(key.lower(), []).append(value)
         return [
             value.decode("utf-8", "surrogateescape")
-            for key, value in self.headers
-            if len(key) == len(wanted) and key.lower() == wanted
+            for value in by_name.get(name.lower().encode(), ())
         ]
 
     def header(self, name: str) -> str | None:
@@ -164,8 +169,24 @@ def holds_address(instance: Instance, address: str) -> bool:
 class SignedHeaders:
     """Neutron-proxied mode: the agent names the instance and signs its id."""
 
+    MAX_KEPT = 65536
+
     def __init__(self, secret: str) -> None:
         self._secret = secret
+        # instance id -> its signature: a guest asks dozens of times per boot, and the
+        # HMAC need not be computed again for each (the comparison stays constant-time).
+        self._expected: dict[str, bytes] = {}
+
+    def _signed(self, instance_id: str, signature: str) -> bool:
+        if not signature:
+            return False
+        expected = self._expected.get(instance_id)
+        if expected is None:
+            if len(self._expected) >= self.MAX_KEPT:
+                self._expected.clear()  # forged ids cannot grow it without bound
+            expected = identity.sign_instance_id(self._secret, instance_id).encode()
+            self._expected[instance_id] = expected
+        return hmac.compare_digest(expected, signature.encode("utf-8", "surrogateescape"))
 
     async def identify(self, request: Incoming) -> Caller:
         instance_ids = request.header_all(identity.INSTANCE_ID)
@@ -180,7 +201,7 @@ class SignedHeaders:
             raise Refusal(400, "X-Tenant-ID header is missing from request.")
         if len(instance_ids) > 1:
             raise Refusal(400, "X-Instance-ID header must appear once.")
-        if not identity.verify_instance_id(self._secret, instance_id, signature):
+        if not self._signed(instance_id, signature):
             raise Refusal(403, "Invalid proxy request signature.")
         return Caller(instance_id, tenant_id, request.header(identity.FORWARDED_FOR))
 
