@@ -45,6 +45,7 @@ class Prefetcher:
         mode: PrefetchMode,
         *,
         quiet: float = 0.3,
+        longest_wait: float = 5.0,
         timeout: float = 10.0,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
@@ -52,9 +53,11 @@ class Prefetcher:
         self._cache = cache
         self.mode = mode
         self._quiet = quiet
+        self._longest_wait = longest_wait
         self._timeout = timeout
         self._clock = clock
         self._changed: dict[str, float] = {}  # network -> when its last change was applied
+        self._first: dict[str, float] = {}  # network -> its oldest change not fetched yet
         self._seen: dict[str, float] = {}  # network -> when a guest on it was last answered
         self._wake = asyncio.Event()
         self.fetched = 0  # addresses cached, for tests and logs
@@ -77,6 +80,7 @@ class Prefetcher:
                 continue
             if self.mode == "all" or self._is_seen(network, now):
                 self._changed[network] = now
+                self._first.setdefault(network, now)
                 self._wake.set()
 
     def _is_seen(self, network: str, now: float) -> bool:
@@ -89,11 +93,17 @@ class Prefetcher:
         return True
 
     def due(self) -> list[str]:
-        """Networks quiet for long enough, taken off the list."""
+        """Networks quiet for long enough (or changing for longer than `longest_wait`, so a
+        busy network is still fetched), taken off the list."""
         now = self._clock()
-        ready = [net for net, at in self._changed.items() if now - at >= self._quiet]
+        ready = [
+            net
+            for net, at in self._changed.items()
+            if now - at >= self._quiet or now - self._first[net] >= self._longest_wait
+        ]
         for network in ready:
             del self._changed[network]
+            del self._first[network]
         return ready
 
     async def fetch(self, networks: list[str]) -> None:

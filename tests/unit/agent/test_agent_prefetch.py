@@ -196,3 +196,25 @@ async def test_a_failed_fetch_is_logged_and_the_loop_goes_on() -> None:
         assert prefetcher.fetched == 1
     finally:
         await prefetcher.close(task)
+
+
+async def test_a_network_that_never_settles_is_fetched_after_the_longest_wait() -> None:
+    clock = [0.0]
+    prefetcher = Prefetcher(
+        cast(ControlClient, FakeControl([])),
+        live_cache(),
+        "all",
+        quiet=1.0,
+        longest_wait=5.0,
+        clock=lambda: clock[0],
+    )
+    for step in range(10):  # a change every half second: never quiet for a second
+        clock[0] = step * 0.5
+        prefetcher.note([change(step + 1)])
+        assert prefetcher.due() == []
+    clock[0] = 5.0
+    prefetcher.note([change(11)])
+    assert prefetcher.due() == ["net-a"]  # five seconds since its first unfetched change
+    clock[0] = 5.5
+    prefetcher.note([change(12)])
+    assert prefetcher.due() == []  # the clock starts again from this change
