@@ -41,7 +41,11 @@ def verify_instance_id(secret: str, instance_id: str, signature: str) -> bool:
     """Constant-time check of a signature made by :func:`sign_instance_id`."""
     if not signature:
         return False
-    expected = sign_instance_id(secret, instance_id)
+    return signature_matches(sign_instance_id(secret, instance_id), signature)
+
+
+def signature_matches(expected: str, signature: str) -> bool:
+    """Constant-time comparison of a presented signature with the expected one."""
     return hmac.compare_digest(expected.encode(), signature.encode("utf-8", "surrogateescape"))
 
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import datetime
-import hmac
+import functools
 import ipaddress
 import logging
 import os
@@ -86,14 +86,9 @@ def _refuse(status: int, message: str) -> Response:
     return _respond(status, message.encode(), TEXT)
 
 
-_CONTENT_TYPES: dict[str, bytes] = {}
-
-
+@functools.cache  # a handful of distinct content types, encoded once each
 def _encoded(content_type: str) -> bytes:
-    found = _CONTENT_TYPES.get(content_type)
-    if found is None:
-        found = _CONTENT_TYPES[content_type] = content_type.encode("latin-1")
-    return found
+    return content_type.encode("latin-1")
 
 
 class Incoming:
@@ -175,18 +170,19 @@ class SignedHeaders:
         self._secret = secret
         # instance id -> its signature: a guest asks dozens of times per boot, and the
         # HMAC need not be computed again for each (the comparison stays constant-time).
-        self._expected: dict[str, bytes] = {}
+        self._expected: dict[str, str] = {}
 
     def _signed(self, instance_id: str, signature: str) -> bool:
+        """:func:`identity.verify_instance_id`, with each id's signature computed once."""
         if not signature:
             return False
         expected = self._expected.get(instance_id)
         if expected is None:
             if len(self._expected) >= self.MAX_KEPT:
                 self._expected.clear()  # forged ids cannot grow it without bound
-            expected = identity.sign_instance_id(self._secret, instance_id).encode()
+            expected = identity.sign_instance_id(self._secret, instance_id)
             self._expected[instance_id] = expected
-        return hmac.compare_digest(expected, signature.encode("utf-8", "surrogateescape"))
+        return identity.signature_matches(expected, signature)
 
     async def identify(self, request: Incoming) -> Caller:
         instance_ids = request.header_all(identity.INSTANCE_ID)
@@ -300,7 +296,7 @@ class MetadataService:
         await self.cache.stop()
 
     async def __call__(self, request: Request, peer: str) -> Response:
-        """Answer one metadata request; every failure becomes a status, never a traceback."""
+        """The HTTP server's handler: :meth:`handle` on the request as the API reads it."""
         return await self.handle(Incoming(request, peer))
 
     async def handle(self, request: Incoming) -> Response:

@@ -14,7 +14,7 @@ from collections.abc import Coroutine, Generator, Sequence
 from dataclasses import dataclass, field
 from urllib.parse import quote
 
-from metastack.netns.sockets import _setns, netns_path
+from metastack.netns.sockets import _setns, netns_path, return_to
 
 METADATA = ("169.254.169.254", 80)
 # What python-requests (cloud-init's HTTP client) sends; a new connection per request.
@@ -237,11 +237,7 @@ class Crawler:
         try:
             sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         finally:
-            try:
-                _setns(self._origin)
-            except OSError as exc:
-                os.write(2, f"fatal: cannot leave namespace {netns}: {exc}\n".encode())
-                os._exit(70)
+            return_to(self._origin, netns)
         sock.setblocking(False)
         return sock
 

@@ -138,13 +138,18 @@ def _inside(netns: str) -> Iterator[None]:
         try:
             yield
         finally:
-            try:
-                _setns(origin)
-            except OSError as exc:
-                # A thread stuck in a guest's namespace would open everything there next:
-                # stopping the process is the only safe answer.
-                os.write(2, f"fatal: cannot return from namespace {netns}: {exc}\n".encode())
-                os._exit(70)
+            return_to(origin, netns)
     finally:
         os.close(target)
         os.close(origin)
+
+
+def return_to(origin: int, netns: str) -> None:
+    """setns this thread back into `origin` (an open namespace descriptor) after work in
+    `netns`. A thread stuck in a guest's namespace would open everything there next:
+    if it cannot come back, stopping the process is the only safe answer."""
+    try:
+        _setns(origin)
+    except OSError as exc:
+        os.write(2, f"fatal: cannot return from namespace {netns}: {exc}\n".encode())
+        os._exit(70)
