@@ -60,6 +60,7 @@ class Prefetcher:
         self._first: dict[str, float] = {}  # network -> its oldest change not fetched yet
         self._seen: dict[str, float] = {}  # network -> when a guest on it was last answered
         self._wake = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
         self.fetched = 0  # addresses cached, for tests and logs
 
     def served(self, networks: Iterable[str]) -> None:
@@ -136,9 +137,20 @@ class Prefetcher:
                     # Nothing lost: the guests' own lookups still work, one by one.
                     log.warning("prefetching ports of %d networks failed: %s", len(batch), exc)
 
-    async def close(self, task: asyncio.Task[None] | None) -> None:
-        """Cancel the run task."""
-        if task is not None:
-            task.cancel()
+    def start(self) -> None:
+        """Run :meth:`run` in the background (nothing when the mode is off)."""
+        if self.mode != "off" and self._task is None:
+            self._task = asyncio.create_task(self.run())
+
+    @property
+    def running(self) -> bool:
+        """Whether the background task is alive (a failed fetch must not end it)."""
+        return self._task is not None and not self._task.done()
+
+    async def close(self) -> None:
+        """Stop the background task started by :meth:`start`."""
+        if self._task is not None:
+            self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
-                await task
+                await self._task
+            self._task = None

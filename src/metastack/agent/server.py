@@ -128,19 +128,18 @@ async def running(config: AgentConfig) -> AsyncIterator[RunningAgent]:
     )
     server: HttpServer | None = None
     feed: asyncio.Task[None] | None = None
-    prefetching: asyncio.Task[None] | None = None
     try:
         server = await HttpServer.start(handler, LIMITS, sock, backlog=config.metadata_backlog)
         if cache.enabled:
             feed = asyncio.create_task(
                 follow_changes(control, cache, config.feed_wait, on_changes=prefetcher.note)
             )
-            prefetching = asyncio.create_task(prefetcher.run())
+            prefetcher.start()
         freeze_heap()
         log.info("metadata agent listening on %s", config.metadata_proxy_socket)
         yield RunningAgent(config.metadata_proxy_socket, cache)
     finally:
-        await prefetcher.close(prefetching)
+        await prefetcher.close()
         if feed is not None:
             feed.cancel()
             with contextlib.suppress(asyncio.CancelledError):

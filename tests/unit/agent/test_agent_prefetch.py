@@ -76,7 +76,7 @@ async def test_after_a_quiet_network_every_guest_is_a_cache_hit() -> None:
     control = FakeControl([port(n) for n in range(2, 40)])
     cache = live_cache()
     prefetcher = Prefetcher(cast(ControlClient, control), cache, "all", quiet=0.01)
-    task = asyncio.create_task(prefetcher.run())
+    prefetcher.start()
     try:
         cache.apply([change(1), change(2)], 0.0)
         prefetcher.note([change(1), change(2)])
@@ -91,7 +91,7 @@ async def test_after_a_quiet_network_every_guest_is_a_cache_hit() -> None:
         assert found == [Identity(f"inst-{n}", "proj") for n in range(2, 40)]
         assert len(control.calls) == 1  # no lookup of its own for any guest
     finally:
-        await prefetcher.close(task)
+        await prefetcher.close()
 
 
 async def test_a_change_during_the_fetch_voids_its_answer() -> None:
@@ -178,7 +178,7 @@ async def test_a_failed_fetch_is_logged_and_the_loop_goes_on() -> None:
     control.fail = True
     cache = live_cache()
     prefetcher = Prefetcher(cast(ControlClient, control), cache, "all", quiet=0.01)
-    task = asyncio.create_task(prefetcher.run())
+    prefetcher.start()
     try:
         prefetcher.note([change(1)])
         for _ in range(50):
@@ -186,7 +186,7 @@ async def test_a_failed_fetch_is_logged_and_the_loop_goes_on() -> None:
             if control.calls:
                 break
         await asyncio.sleep(0.05)
-        assert not task.done()
+        assert prefetcher.running
         control.fail = False
         prefetcher.note([change(2)])
         for _ in range(100):
@@ -195,7 +195,7 @@ async def test_a_failed_fetch_is_logged_and_the_loop_goes_on() -> None:
                 break
         assert prefetcher.fetched == 1
     finally:
-        await prefetcher.close(task)
+        await prefetcher.close()
 
 
 async def test_a_network_that_never_settles_is_fetched_after_the_longest_wait() -> None:

@@ -210,16 +210,16 @@ def make_control_app(
     # On SQLite, PRAGMA data_version says in microseconds whether anyone committed since
     # the last poll: the revision is read (on a reader thread) only when someone did.
     sqlite = sqlite_watcher(config.database_url)
-    known: list[int] = []
+    known: int | None = None
 
     async def read_revision() -> int:
+        nonlocal known
         if sqlite is not None:
-            if known and not sqlite.maybe_changed():
-                return known[0]
+            if known is not None and not sqlite.maybe_changed():
+                return known
             sqlite.mark_seen()  # before the read: a commit after it shows next time
-        revision = await asyncio.get_running_loop().run_in_executor(readers, store.current_revision)
-        known[:] = [revision]
-        return revision
+        known = await asyncio.get_running_loop().run_in_executor(readers, store.current_revision)
+        return known
 
     watcher = RevisionWatcher(read_revision, poll_interval)
     context = Context(config, store, watcher, readers, WriteLane())
