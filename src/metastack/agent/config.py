@@ -42,6 +42,9 @@ class AgentConfig(_Section):
     upstream_timeout: float = Field(15.0, gt=0)
     # A connect that takes longer fails over to the next endpoint.
     upstream_connect_timeout: float = Field(3.0, gt=0)
+    # Requests sent to each metadata API endpoint at once; the rest wait in arrival order.
+    # 0: no limit.
+    upstream_concurrency: int = Field(32, ge=0)
     # Upper bound on a cached lookup's age; the change feed invalidates sooner. 0 = no cache.
     cache_expiration: float = Field(60.0, ge=0)
     cache_size: int = Field(10000, ge=1)

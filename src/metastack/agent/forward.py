@@ -124,6 +124,7 @@ class Forwarder:
         ssl_context: ssl.SSLContext | None = None,
         *,
         connect_timeout: float = 3.0,
+        concurrency: int = 0,
     ) -> None:
         if not endpoints:
             raise ValueError("at least one metadata API endpoint is required")
@@ -133,6 +134,7 @@ class Forwarder:
                 connect_timeout=connect_timeout,
                 pool_size=POOL_SIZE,
                 ssl_context=ssl_context,
+                concurrency=concurrency,
             )
             for url in endpoints
         ]

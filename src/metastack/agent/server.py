@@ -109,7 +109,10 @@ async def running(config: AgentConfig) -> AsyncIterator[RunningAgent]:
             pool_size=CONTROL_POOL_SIZE,
         )
         forwarder = Forwarder(
-            endpoints, ssl_context, connect_timeout=config.upstream_connect_timeout
+            endpoints,
+            ssl_context,
+            connect_timeout=config.upstream_connect_timeout,
+            concurrency=config.upstream_concurrency,
         )
     except ValueError as exc:
         raise ConfigError(str(exc)) from exc

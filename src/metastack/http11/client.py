@@ -166,8 +166,20 @@ class _Connection(asyncio.Protocol):
         self._finish(self.parser.should_keep_alive())
 
 
+def _expire(turn: asyncio.Future[None]) -> None:
+    if not turn.done():
+        turn.set_exception(UpstreamTimeout("no free connection in time"))
+
+
 class Pool:
-    """Requests to one endpoint over reused keep-alive connections (at most `pool_size` idle)."""
+    """Requests to one endpoint over reused keep-alive connections (at most `pool_size` idle).
+
+    With `concurrency` > 0, at most that many requests are in flight at once; the others
+    wait their turn in arrival order. A burst then queues here, first come first served,
+    instead of as thousands of sockets in the peer's event loop, where whichever is read
+    first is served first: the same throughput, a far narrower spread of waiting times,
+    and a few connections to open instead of one per waiting request.
+    """
 
     def __init__(
         self,
@@ -176,10 +188,15 @@ class Pool:
         connect_timeout: float,
         pool_size: int,
         ssl_context: ssl.SSLContext | None = None,
+        concurrency: int = 0,
     ) -> None:
         self.endpoint = endpoint
         self.connect_timeout = connect_timeout
         self.pool_size = pool_size
+        self.concurrency = concurrency
+        self._active = 0
+        # Requests waiting for a turn; a granted turn passes the releasing request's slot on.
+        self._turns: collections.deque[asyncio.Future[None]] = collections.deque()
         self._ssl: ssl.SSLContext | None = None
         if endpoint.tls:
             self._ssl = ssl_context if ssl_context is not None else ssl.create_default_context()
@@ -213,18 +230,72 @@ class Pool:
         return None
 
     async def request(
-        self, data: bytes, *, timeout: float, retry: bool, is_head: bool = False
+        self,
+        data: bytes,
+        *,
+        timeout: float,
+        retry: bool,
+        is_head: bool = False,
+        queued: bool = True,
     ) -> ClientResponse:
         """Send one serialised request (see :func:`encode_request`); the reply is read whole.
 
-        `timeout` bounds connect plus exchange, enforced by a loop timer rather than a
-        task per call: ConnectFailed if no connection opened in time, UpstreamTimeout if
-        the answer did not arrive, UpstreamBroken if the peer closed or garbled it.
-        `retry` allows one more attempt on a fresh connection when a pooled one turns out
-        to have been closed by the peer before it answered (safe for idempotent methods).
+        `timeout` bounds the wait for a turn, connect and exchange, enforced by loop
+        timers rather than a task per call: ConnectFailed if no connection opened in time,
+        UpstreamTimeout if no turn came or the answer did not arrive, UpstreamBroken if the
+        peer closed or garbled it. `retry` allows one more attempt on a fresh connection
+        when a pooled one turns out to have been closed by the peer before it answered
+        (safe for idempotent methods). `queued=False` skips the concurrency limit: for
+        requests that may legitimately wait minutes (long polls) and must not hold a turn.
         """
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
+        if not queued or not self.concurrency:
+            return await self._request(loop, data, deadline, retry, is_head)
+        if self._active < self.concurrency:
+            self._active += 1  # nobody waits while a turn is free: no one is overtaken
+        else:
+            await self._wait_turn(loop, deadline)
+        try:
+            return await self._request(loop, data, deadline, retry, is_head)
+        finally:
+            self._release()
+
+    async def _wait_turn(self, loop: asyncio.AbstractEventLoop, deadline: float) -> None:
+        turn: asyncio.Future[None] = loop.create_future()
+        self._turns.append(turn)
+        timer = loop.call_at(deadline, _expire, turn)
+        try:
+            await turn
+        except asyncio.CancelledError:
+            if turn.done() and not turn.cancelled() and turn.exception() is None:
+                self._release()  # granted, then cancelled before it could run: pass it on
+            raise
+        finally:
+            timer.cancel()
+
+    def _release(self) -> None:
+        turns = self._turns
+        while turns:
+            turn = turns.popleft()
+            if not turn.done():  # skip those that timed out or were cancelled
+                turn.set_result(None)
+                return
+        self._active -= 1
+
+    def in_flight(self) -> tuple[int, int]:
+        """(requests holding a turn, requests waiting for one); both 0 without a limit."""
+        return self._active, sum(1 for turn in self._turns if not turn.done())
+
+    async def _request(
+        self,
+        loop: asyncio.AbstractEventLoop,
+        data: bytes,
+        deadline: float,
+        retry: bool,
+        is_head: bool,
+    ) -> ClientResponse:
+        timeout = deadline - loop.time()
         conn = self._acquire_idle()
         if conn is None:
             conn = await self._connect(min(self.connect_timeout, timeout))

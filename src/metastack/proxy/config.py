@@ -107,6 +107,9 @@ class ProxyConfig(_Section):
     # Requests that wait for a change (`wait_for_change=true`) may take this long instead.
     long_poll_timeout: float = Field(330.0, gt=0)
     upstream_pool_size: int = Field(256, ge=0)
+    # Requests forwarded to the agent at once; the rest wait in arrival order (long polls
+    # excepted). 0: no limit.
+    upstream_concurrency: int = Field(32, ge=0)
     shutdown_timeout: float = Field(5.0, ge=0)
     event_loop: Literal["auto", "asyncio", "uvloop"] = "auto"
     log_level: Literal["debug", "info", "warning", "error"] = "info"

@@ -36,12 +36,11 @@ class Forwarder:
         self.upstream_timeout = upstream_timeout
         self.long_poll_timeout = long_poll_timeout
 
-    def timeout_for(self, request: Request) -> float:
-        """Long-poll requests (GCE-style `wait_for_change=true`) may outlive normal ones."""
+    @staticmethod
+    def is_long_poll(request: Request) -> bool:
+        """A GCE-style `wait_for_change=true` request: it may wait minutes for an answer."""
         _, _, query = request.target.partition(b"?")
-        if b"wait_for_change=true" in query.lower():
-            return self.long_poll_timeout
-        return self.upstream_timeout
+        return b"wait_for_change=true" in query.lower()
 
     async def forward(
         self, request: Request, peer: str, kind: IdentityKind, ident: str
@@ -50,12 +49,15 @@ class Forwarder:
         headers = upstream_headers(request.headers, peer, kind, ident)
         data = serialize_request(request, headers)
         is_head = request.method == b"HEAD"
+        long_poll = self.is_long_poll(request)
         try:
             up = await self.client.request(
                 data,
                 is_head=is_head,
-                timeout=self.timeout_for(request),
+                timeout=self.long_poll_timeout if long_poll else self.upstream_timeout,
                 retry=request.method in IDEMPOTENT,
+                # A guest's long polls must not hold the turns every guest's requests share.
+                queued=not long_poll,
             )
         except UpstreamTimeout:
             return error_response(504, "metadata agent timed out")

@@ -51,6 +51,7 @@ async def serve(config: ProxyConfig, stop: asyncio.Event) -> None:
         config.metadata_proxy_socket,
         connect_timeout=config.connect_timeout,
         pool_size=config.upstream_pool_size,
+        concurrency=config.upstream_concurrency,
     )
     forwarder = Forwarder(
         client,

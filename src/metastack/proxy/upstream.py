@@ -12,6 +12,13 @@ UpstreamResponse = ClientResponse
 class AgentClient(Pool):
     """Sends requests to the agent over its unix socket, reusing idle connections."""
 
-    def __init__(self, path: str, *, connect_timeout: float, pool_size: int) -> None:
-        super().__init__(Endpoint.unix(path), connect_timeout=connect_timeout, pool_size=pool_size)
+    def __init__(
+        self, path: str, *, connect_timeout: float, pool_size: int, concurrency: int = 0
+    ) -> None:
+        super().__init__(
+            Endpoint.unix(path),
+            connect_timeout=connect_timeout,
+            pool_size=pool_size,
+            concurrency=concurrency,
+        )
         self.path = path

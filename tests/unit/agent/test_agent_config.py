@@ -48,6 +48,7 @@ def test_file_env_and_flags(tmp_path: Path) -> None:
         ({"metadata_endpoints": ["ftp://x"]}, "metadata_endpoints"),
         ({"metadata_backlog": 0}, "metadata_backlog"),
         ({"upstream_timeout": 0}, "upstream_timeout"),
+        ({"upstream_concurrency": -1}, "upstream_concurrency"),
         ({"feed_wait": 61}, "feed_wait"),
         ({"metadata_proxy_shared_secret": "a\nb"}, "metadata_proxy_shared_secret"),
         ({"control_url": "127.0.0.1:8774"}, "control_url"),

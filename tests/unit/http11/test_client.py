@@ -9,7 +9,7 @@ import socket
 import ssl
 import subprocess
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import cast
 
@@ -21,6 +21,8 @@ from metastack.http11 import (
     HttpProtocol,
     HttpServer,
     Pool,
+    Request,
+    Response,
     UpstreamBroken,
     UpstreamTimeout,
     encode_request,
@@ -232,3 +234,144 @@ async def test_tls_verifies_the_server(tmp_path: Path, unused_tcp_socket: socket
         await Pool(endpoint, connect_timeout=2, pool_size=2).request(data, timeout=2.0, retry=True)
     server.close()
     await server.wait_closed()
+
+
+class Gated:
+    """A handler that holds every request until released; records arrival order and the
+    most requests it ever held at once."""
+
+    def __init__(self) -> None:
+        self.gate = asyncio.Event()
+        self.held = 0
+        self.most = 0
+        self.order: list[bytes] = []
+
+    async def __call__(self, request: Request, peer: str) -> Response:
+        self.order.append(request.target)
+        self.held += 1
+        self.most = max(self.most, self.held)
+        try:
+            if request.target != b"/now":
+                await self.gate.wait()
+        finally:
+            self.held -= 1
+        return Response(200, b"OK", [], request.target)
+
+
+@pytest.fixture
+async def gated(tmp_path: Path) -> AsyncIterator[tuple[str, Gated]]:
+    path = str(tmp_path / "gated.sock")
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    sock.bind(path)
+    handler = Gated()
+    server = await HttpServer.start(handler, LIMITS, sock, backlog=64)
+    yield path, handler
+    handler.gate.set()
+    await server.close(0.1)
+
+
+def get(target: bytes) -> bytes:
+    return encode_request(b"GET", target, [(b"Host", b"h")])
+
+
+async def settle() -> None:
+    for _ in range(20):
+        await asyncio.sleep(0.01)
+
+
+async def test_concurrency_limit_serves_in_arrival_order(gated: tuple[str, Gated]) -> None:
+    path, handler = gated
+    pool = Pool(Endpoint.unix(path), connect_timeout=1.0, pool_size=8, concurrency=2)
+    calls = [
+        asyncio.ensure_future(pool.request(get(b"/%d" % i), timeout=5.0, retry=True))
+        for i in range(7)
+    ]
+    await settle()
+    assert handler.held == 2
+    assert pool.in_flight() == (2, 5)
+    handler.gate.set()
+    bodies = [r.body for r in await asyncio.gather(*calls)]
+    assert bodies == [b"/%d" % i for i in range(7)]
+    assert handler.most == 2
+    assert handler.order == [b"/%d" % i for i in range(7)]
+    assert pool.in_flight() == (0, 0)
+    assert pool.idle_connections() <= 2  # two turns need two connections, not seven
+    await pool.close()
+
+
+async def test_waiting_for_a_turn_counts_against_the_timeout(gated: tuple[str, Gated]) -> None:
+    path, handler = gated
+    pool = Pool(Endpoint.unix(path), connect_timeout=1.0, pool_size=8, concurrency=1)
+    first = asyncio.ensure_future(pool.request(get(b"/held"), timeout=5.0, retry=True))
+    await settle()
+    started = time.monotonic()
+    with pytest.raises(UpstreamTimeout):
+        await pool.request(get(b"/late"), timeout=0.2, retry=True)
+    assert 0.15 < time.monotonic() - started < 1.0
+    assert b"/late" not in handler.order  # it never reached the peer
+    handler.gate.set()
+    assert (await first).status == 200
+    assert (await pool.request(get(b"/after"), timeout=1.0, retry=True)).body == b"/after"
+    assert pool.in_flight() == (0, 0)
+    await pool.close()
+
+
+async def test_cancelled_waiters_do_not_keep_a_turn(gated: tuple[str, Gated]) -> None:
+    path, handler = gated
+    pool = Pool(Endpoint.unix(path), connect_timeout=1.0, pool_size=8, concurrency=1)
+    first = asyncio.ensure_future(pool.request(get(b"/a"), timeout=5.0, retry=True))
+    await settle()
+    waiting = asyncio.ensure_future(pool.request(get(b"/b"), timeout=5.0, retry=True))
+    last = asyncio.ensure_future(pool.request(get(b"/c"), timeout=5.0, retry=True))
+    await settle()
+    waiting.cancel()
+    handler.gate.set()
+    assert (await first).body == b"/a"
+    assert (await last).body == b"/c"
+    with pytest.raises(asyncio.CancelledError):
+        await waiting
+    assert handler.order == [b"/a", b"/c"]
+    assert pool.in_flight() == (0, 0)
+    await pool.close()
+
+
+async def test_a_turn_granted_then_cancelled_passes_on(
+    gated: tuple[str, Gated], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path, handler = gated
+    pool = Pool(Endpoint.unix(path), connect_timeout=1.0, pool_size=8, concurrency=1)
+    first = asyncio.ensure_future(pool.request(get(b"/a"), timeout=5.0, retry=True))
+    await settle()
+    granted = asyncio.ensure_future(pool.request(get(b"/b"), timeout=5.0, retry=True))
+    last = asyncio.ensure_future(pool.request(get(b"/c"), timeout=5.0, retry=True))
+    await settle()
+    assert pool.in_flight() == (1, 2)
+    release = pool._release
+
+    def release_then_cancel() -> None:
+        # The turn goes to `granted`, which is cancelled before it can run.
+        monkeypatch.setattr(pool, "_release", release)
+        release()
+        granted.cancel()
+
+    monkeypatch.setattr(pool, "_release", release_then_cancel)
+    handler.gate.set()
+    assert (await first).body == b"/a"
+    assert (await last).body == b"/c"
+    assert granted.cancelled()
+    assert handler.order == [b"/a", b"/c"]
+    assert pool.in_flight() == (0, 0)
+    await pool.close()
+
+
+async def test_unqueued_requests_skip_the_limit(gated: tuple[str, Gated]) -> None:
+    path, handler = gated
+    pool = Pool(Endpoint.unix(path), connect_timeout=1.0, pool_size=8, concurrency=1)
+    held = asyncio.ensure_future(pool.request(get(b"/held"), timeout=5.0, retry=True))
+    await settle()
+    response = await pool.request(get(b"/now"), timeout=1.0, retry=True, queued=False)
+    assert response.body == b"/now"
+    assert pool.in_flight() == (1, 0)
+    handler.gate.set()
+    await held
+    await pool.close()

@@ -152,3 +152,28 @@ async def test_listener_keeps_the_configured_backlog(agent_path: str, free_port:
     finally:
         await held.close(0.1)
         await client.close()
+
+
+async def test_long_polls_do_not_take_the_agent_turns(agent: str, free_port: int) -> None:
+    client = AgentClient(agent, connect_timeout=1.0, pool_size=4, concurrency=1)
+    forwarder = Forwarder(client, upstream_timeout=1.0, long_poll_timeout=5.0)
+    held = Listeners(forwarder, Limits(), backlog=16)
+    try:
+        await held.add(ListenerConfig(host="127.0.0.1", port=free_port, network_id="net-1"))
+        poll = b"GET /slow?s=2&wait_for_change=true HTTP/1.1\r\nHost: x\r\n\r\n"
+        polls = [asyncio.ensure_future(http(free_port, poll)) for _ in range(3)]
+        await asyncio.sleep(0.2)
+        started = time.monotonic()
+        status, _, _ = await http(free_port, b"GET /now HTTP/1.1\r\nHost: x\r\n\r\n")
+        assert status == 200
+        assert time.monotonic() - started < 0.5  # not behind three 2 s long polls
+        # Ordinary requests share the one turn: the second waits for the first.
+        slow = b"GET /slow?s=0.4 HTTP/1.1\r\nHost: x\r\n\r\n"
+        started = time.monotonic()
+        answers = await asyncio.gather(http(free_port, slow), http(free_port, slow))
+        assert [a[0] for a in answers] == [200, 200]
+        assert time.monotonic() - started >= 0.8
+        assert [p[0] for p in await asyncio.gather(*polls)] == [200, 200, 200]
+    finally:
+        await held.close(0.1)
+        await client.close()
