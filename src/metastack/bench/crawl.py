@@ -36,6 +36,8 @@ OS_VERSIONS = (
 OS_DOCS = ("meta_data.json", "user_data", "vendor_data.json", "vendor_data2.json")
 EC2_MIN_VERSION = "2009-04-04"
 EC2_PROBES = ("2021-03-23", "2018-09-24", "2016-09-02")
+# Sockets made per entry into a guest namespace (a crawl makes dozens, one at a time).
+SOCKETS_PER_VISIT = 8
 
 
 class RequestFailed(Exception):
@@ -214,13 +216,19 @@ class Crawler:
         self.driver = Driver()
         self._origin = os.open("/proc/thread-self/ns/net", os.O_RDONLY | os.O_CLOEXEC)
         self._fds: dict[str, int] = {}
+        # Sockets made ahead in each guest namespace, not yet used.
+        self._spare: dict[str, list[socket.socket]] = {}
 
     def close(self) -> None:
-        """Close the namespace file descriptors and the driver."""
+        """Close the namespace file descriptors, unused sockets and the driver."""
         for fd in [self._origin, *self._fds.values()]:
             with contextlib.suppress(OSError):
                 os.close(fd)
         self._fds.clear()
+        for spare in self._spare.values():
+            for sock in spare:
+                sock.close()
+        self._spare.clear()
         self.driver.close()
 
     def open(self, netns: str) -> None:
@@ -232,12 +240,17 @@ class Crawler:
             sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
             sock.setblocking(False)
             return sock
-        # setns switches this thread only; nothing else runs on it until we switch back.
-        _setns(self._fds[netns])
-        try:
-            sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        finally:
-            return_to(self._origin, netns)
+        spare = self._spare.setdefault(netns, [])
+        if not spare:
+            # setns switches this thread only; nothing else runs on it until we switch
+            # back. A few sockets per visit: the two setns calls are most of the cost.
+            _setns(self._fds[netns])
+            try:
+                for _ in range(SOCKETS_PER_VISIT):
+                    spare.append(socket.socket(socket.AF_INET, socket.SOCK_STREAM))
+            finally:
+                return_to(self._origin, netns)
+        sock = spare.pop()
         sock.setblocking(False)
         return sock
 
