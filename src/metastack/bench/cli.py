@@ -38,10 +38,13 @@ def _table(report: dict[str, Any]) -> str:
         f"sequence_ok {report['sequence_ok']} "
         f"({len(report['sequence_checks'])} guests checked with real cloud-init)",
         f"machine CPU during the storm {report['machine_cpu_s']} s: interrupts and softirqs "
-        f"{report['irq_cpu_s']} s, other processes {report['other_cpu_s']} s, stolen by the "
-        f"hypervisor {report['steal_cpu_s']} s (load before: "
+        f"{report['irq_cpu_s']} s (mostly within the processes' own), outside the processes "
+        f"below {report['other_cpu_s']} s, stolen by the hypervisor {report['steal_cpu_s']} s "
+        f"(load before: "
         f"{' '.join(report['load_average_before'])}); packets dropped at full input "
         f"backlogs {report['backlog_drops']}",
+        f"machine speed: a fixed Python loop took {report['calibration_ms']['before']} ms "
+        f"before the storm and {report['calibration_ms']['after']} ms after (lower is faster)",
         "TCP in the serving namespaces: "
         + ", ".join(f"{k} {v}" for k, v in report["tcp"]["server_side"].items() if v)
         + "; in the guests: "
