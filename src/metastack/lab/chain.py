@@ -16,7 +16,6 @@ import re
 import secrets
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -29,6 +28,7 @@ from urllib.error import HTTPError
 from urllib.request import Request, urlopen
 
 from metastack.errors import MetastackError
+from metastack.netns.sockets import unix_socket_accepts
 from metastack.proxy.client import ControlClient
 
 Service = Literal["api", "agent", "proxy"]
@@ -247,7 +247,7 @@ class Chain:
             **self.agent,
         }
         running = self._spawn("agent", values, ["--log-level", self.agent_log_level])
-        self._wait(running, lambda: _accepts(self.agent_socket))
+        self._wait(running, lambda: unix_socket_accepts(self.agent_socket))
         return running
 
     def start_proxy(self) -> Running:
@@ -258,7 +258,7 @@ class Chain:
             **self.proxy,
         }
         running = self._spawn("proxy", values, [])
-        self._wait(running, lambda: _accepts(self.proxy_socket))
+        self._wait(running, lambda: unix_socket_accepts(self.proxy_socket))
         return running
 
     def stop(self) -> None:
@@ -398,19 +398,6 @@ class Chain:
         for match in _LISTENING.finditer(running.output()):
             ports[match.group(1)] = int(match.group(3))
         return len(ports)
-
-
-def _accepts(path: Path) -> bool:
-    if not path.exists():
-        return False
-    probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    try:
-        probe.connect(str(path))
-    except OSError:
-        return False
-    finally:
-        probe.close()
-    return True
 
 
 def _kill_group(pgid: int) -> None:

@@ -7,12 +7,12 @@ served); a restarted netagent adopts it from the pid file instead of starting an
 from __future__ import annotations
 
 import logging
-import socket
 import subprocess
 import sys
 from pathlib import Path
 
 from metastack.netns.dnsmasq import alive, cmdline
+from metastack.netns.sockets import unix_socket_accepts
 
 log = logging.getLogger("metastack.netagent")
 
@@ -61,11 +61,4 @@ class ProxyProcess:
 
     def ready(self) -> bool:
         """True once the proxy's control socket accepts connections."""
-        probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        try:
-            probe.connect(self.control_socket)
-        except OSError:
-            return False
-        finally:
-            probe.close()
-        return True
+        return unix_socket_accepts(self.control_socket)

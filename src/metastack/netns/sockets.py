@@ -70,6 +70,18 @@ def _make_socket(
     return sock
 
 
+def unix_socket_accepts(path: str | os.PathLike[str]) -> bool:
+    """True when a unix stream socket at `path` accepts a connection (a service is up)."""
+    probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        probe.connect(os.fspath(path))
+    except OSError:
+        return False
+    finally:
+        probe.close()
+    return True
+
+
 def listen_in_netns(
     netns: str | None,
     host: str,
