@@ -20,6 +20,7 @@ from metastack.lab.chain import SERVICES, Chain, default_command, write_config
 from metastack.netagent.config import load_netagent_config
 from metastack.netagent.proxyproc import ProxyProcess
 from metastack.netns.apply import delete_netns, list_netns
+from metastack.netns.dnsmasq import unsearchable_folder
 
 Progress = Callable[[str], None]
 DEFAULT_WORKDIR = Path("/var/lib/metastack/demo")
@@ -55,13 +56,13 @@ NETWORKS = (
 def _check_searchable(workdir: Path) -> None:
     """dnsmasq drops to `nobody` and re-reads its hosts file there on every reload."""
     workdir.chmod(0o755)
-    for folder in (workdir, *workdir.resolve().parents):
-        if not folder.stat().st_mode & 0o001:
-            raise DemoError(
-                f"{folder} is not searchable by other users, so dnsmasq (which runs as "
-                "nobody) could not read its files; choose a --workdir under world-searchable "
-                "folders"
-            )
+    folder = unsearchable_folder(workdir.resolve())
+    if folder is not None:
+        raise DemoError(
+            f"{folder} is not searchable by other users, so dnsmasq (which runs as "
+            "nobody) could not read its files; choose a --workdir under world-searchable "
+            "folders"
+        )
 
 
 def _running_state(workdir: Path) -> DemoState | None:

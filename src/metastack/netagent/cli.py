@@ -13,6 +13,7 @@ import click
 
 from metastack.errors import ConfigError
 from metastack.netagent.config import NetagentConfig, load_netagent_config
+from metastack.netns.dnsmasq import unsearchable_folder
 
 
 @click.command("netagent")
@@ -60,6 +61,16 @@ def netagent_command(
     logging.basicConfig(
         level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
+    folder = None if config.dnsmasq_user == "root" else unsearchable_folder(config.state_path)
+    if folder is not None and not cleanup:
+        click.echo(
+            f"metastack netagent: {folder} is not searchable by other users, so dnsmasq "
+            f"(which drops to {config.dnsmasq_user or 'nobody'}) could not read its files "
+            f"under state_path {config.state_path}; choose a state_path under "
+            "world-searchable folders (or chmod o+x the folder)",
+            err=True,
+        )
+        sys.exit(2)
     if cleanup:
         from metastack.netagent.service import teardown
 

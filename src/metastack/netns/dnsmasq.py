@@ -117,6 +117,22 @@ def command_line(
     return tuple(argv)
 
 
+def unsearchable_folder(path: str | Path) -> Path | None:
+    """The first folder on the way to `path` (itself included, where it exists) that other
+    users cannot enter. dnsmasq drops to an unprivileged user (`nobody` unless told
+    otherwise) and re-reads its hosts and options files on every reload: past such a
+    folder it could not, and every reload after a change would fail."""
+    target = Path(path).absolute()
+    for folder in (target, *target.parents):
+        try:
+            mode = folder.stat().st_mode
+        except FileNotFoundError:
+            continue  # made later, 0755
+        if not mode & 0o001:
+            return folder
+    return None
+
+
 def write_if_changed(path: Path, text: str) -> bool:
     """Write a file atomically unless it already holds `text`; True if it was written."""
     try:

@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import tempfile
 from pathlib import Path
 
 import pytest
+from click.testing import CliRunner
 
 from metastack.errors import ConfigError
+from metastack.netagent.cli import netagent_command
 from metastack.netagent.config import load_netagent_config
+from metastack.netns.dnsmasq import unsearchable_folder
 
 
 def test_defaults_follow_upstream() -> None:
@@ -48,3 +52,32 @@ def test_file_env_and_flags(tmp_path: Path) -> None:
 def test_rejects(key: str, value: str) -> None:
     with pytest.raises(ConfigError):
         load_netagent_config(environ={}, overrides={key: value})
+
+
+def test_unsearchable_state_path_is_named() -> None:
+    # Under /var/tmp: pytest's own temporary folders are closed to other users.
+    with tempfile.TemporaryDirectory(dir="/var/tmp") as scratch:
+        top = Path(scratch)
+        top.chmod(0o755)
+        closed = top / "closed"
+        closed.mkdir()
+        closed.chmod(0o700)
+        assert unsearchable_folder(closed / "state" / "dhcp") == closed
+        closed.chmod(0o711)
+        assert unsearchable_folder(closed / "state" / "dhcp") is None
+
+
+def test_netagent_refuses_a_state_path_dnsmasq_cannot_enter(tmp_path: Path) -> None:
+    closed = tmp_path / "closed"
+    closed.mkdir(mode=0o700)
+    closed.chmod(0o700)
+    tmp_path.chmod(0o755)
+    state = closed / "state"
+    result = CliRunner().invoke(
+        netagent_command,
+        ["--state-path", str(state), "--control-url", "http://127.0.0.1:9"],
+        env={"METASTACK_NETAGENT_ADMIN_TOKEN": "t"},
+    )
+    assert result.exit_code == 2, result.output
+    assert f"{closed} is not searchable by other users" in result.output
+    assert not state.exists()  # nothing made, nothing started
