@@ -68,7 +68,6 @@ def test_storm_of_50_has_no_error_and_leaves_nothing(tmp_path: Path) -> None:
     assert report["requests"] == sum(int(k) * v for k, v in report["requests_per_guest"].items())
     assert report["sequence_ok"] is True, report["sequence_checks"]
     assert report["addressing"]["dhcp"] >= 2
-    assert all(report["calibration_ms"][k] > 0 for k in ("before", "after"))
     if "--plot" in argv:
         assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert leftovers(report) == []

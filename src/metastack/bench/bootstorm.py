@@ -16,7 +16,7 @@ from typing import Any, Literal
 from metastack.bench import fleet, haproxy, plumbing
 from metastack.bench.crawl import Storm, run_storm
 from metastack.bench.report import plot, summarise
-from metastack.bench.sampler import Sampler, calibration_ms, tcp_counters
+from metastack.bench.sampler import Sampler, tcp_counters
 from metastack.demo import guests as demo_guests
 from metastack.demo.run import down, netagent_config, start_chain, start_netagent
 from metastack.demo.run import wait_for_namespaces as wait_namespaces
@@ -128,12 +128,10 @@ def _bootstorm(
     sampler = Sampler(lambda: targets)
     serving = sorted(wanted)
     tcp_before = tcp_counters(serving)
-    calibration_before = calibration_ms()
     sampler.start()
     storm = run_storm([p.netns for p in plugs], options.timeout, options.deadline)
     usage = sampler.stop()
     tcp_after = tcp_counters(serving)
-    calibration_after = calibration_ms()
     guests_tcp = tcp_counters(p.netns for p in plugs)  # new namespaces: counted from 0
     progress(f"storm over in {storm.ended - storm.started:.2f} s; real cloud-init in {len(probed)}")
     checks = [_check_sequence(plug.netns, storm, plugs.index(plug)) for plug in probed]
@@ -171,7 +169,6 @@ def _bootstorm(
         },
         # Interrupt time spent in a process's context also counts in its CPU time.
         "other_cpu_s": round(usage.machine_cpu_s - sum(usage.cpu_s.values()), 2),
-        "calibration_ms": {"before": calibration_before, "after": calibration_after},
         "load_average_before": load_before,
         "process_counts": usage.count,
         "timestamp": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(storm.wall_clock_start)),

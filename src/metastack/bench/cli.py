@@ -43,8 +43,6 @@ def _table(report: dict[str, Any]) -> str:
         f"(load before: "
         f"{' '.join(report['load_average_before'])}); packets dropped at full input "
         f"backlogs {report['backlog_drops']}",
-        f"machine speed: a fixed Python loop took {report['calibration_ms']['before']} ms "
-        f"before the storm and {report['calibration_ms']['after']} ms after (lower is faster)",
         "TCP in the serving namespaces: "
         + ", ".join(f"{k} {v}" for k, v in report["tcp"]["server_side"].items() if v)
         + "; in the guests: "

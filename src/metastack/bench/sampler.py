@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import threading
-import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,27 +23,6 @@ def machine_busy_seconds() -> tuple[float, float, float]:
     busy = sum(fields[:8]) - fields[3] - fields[4]
     steal = fields[7] if len(fields) > 7 else 0
     return busy / _CLK_TCK, (fields[5] + fields[6]) / _CLK_TCK, steal / _CLK_TCK
-
-
-def _fixed_work() -> int:
-    total = 0
-    for number in range(200_000):
-        total += number % 7
-    return total
-
-
-def calibration_ms(rounds: int = 5) -> float:
-    """Milliseconds a fixed piece of pure-Python work takes here and now (the best of a
-    few rounds). A virtual machine's cores are not equally fast from minute to minute,
-    and the hypervisor does not always report it as steal: the same storm has cost this
-    project's 2-core machines from 9 to 15 CPU-seconds. Measured next to a storm, this
-    says which kind of minute it ran in."""
-    best = float("inf")
-    for _ in range(rounds):
-        started = time.perf_counter()
-        _fixed_work()
-        best = min(best, time.perf_counter() - started)
-    return round(best * 1000, 2)
 
 
 def backlog_drops() -> int:
