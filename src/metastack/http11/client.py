@@ -171,6 +171,21 @@ def _expire(turn: asyncio.Future[None]) -> None:
         turn.set_exception(UpstreamTimeout("no free connection in time"))
 
 
+class _Turn:
+    """A request's hold on one of a pool's turns, given up once (at the end, or early)."""
+
+    __slots__ = ("held", "pool")
+
+    def __init__(self, pool: Pool) -> None:
+        self.pool = pool
+        self.held = True
+
+    def give_up(self) -> None:
+        if self.held:
+            self.held = False
+            self.pool._release()
+
+
 class Pool:
     """Requests to one endpoint over reused keep-alive connections (at most `pool_size` idle).
 
@@ -178,7 +193,10 @@ class Pool:
     wait their turn in arrival order. A burst then queues here, first come first served,
     instead of as thousands of sockets in the peer's event loop, where whichever is read
     first is served first: the same throughput, a far narrower spread of waiting times,
-    and a few connections to open instead of one per waiting request.
+    and a few connections to open instead of one per waiting request. A request gives its
+    turn up after `turn_seconds` even if it is still waiting for its answer: a slow
+    upstream (a slow vendor data target, a long poll) can hold the others back that long
+    at most, and under such load the limit lifts rather than queueing everyone behind it.
     """
 
     def __init__(
@@ -189,11 +207,13 @@ class Pool:
         pool_size: int,
         ssl_context: ssl.SSLContext | None = None,
         concurrency: int = 0,
+        turn_seconds: float = 0.5,
     ) -> None:
         self.endpoint = endpoint
         self.connect_timeout = connect_timeout
         self.pool_size = pool_size
         self.concurrency = concurrency
+        self.turn_seconds = turn_seconds
         self._active = 0
         # Requests waiting for a turn; a granted turn passes the releasing request's slot on.
         self._turns: collections.deque[asyncio.Future[None]] = collections.deque()
@@ -256,10 +276,13 @@ class Pool:
             self._active += 1  # nobody waits while a turn is free: no one is overtaken
         else:
             await self._wait_turn(loop, deadline)
+        turn = _Turn(self)
+        timer = loop.call_later(self.turn_seconds, turn.give_up)
         try:
             return await self._request(loop, data, deadline, retry, is_head)
         finally:
-            self._release()
+            timer.cancel()
+            turn.give_up()
 
     async def _wait_turn(self, loop: asyncio.AbstractEventLoop, deadline: float) -> None:
         turn: asyncio.Future[None] = loop.create_future()
@@ -284,7 +307,8 @@ class Pool:
         self._active -= 1
 
     def in_flight(self) -> tuple[int, int]:
-        """(requests holding a turn, requests waiting for one); both 0 without a limit."""
+        """(requests holding a turn, requests waiting for one); both 0 without a limit.
+        Requests that gave their turn up early are in neither."""
         return self._active, sum(1 for turn in self._turns if not turn.done())
 
     async def _request(

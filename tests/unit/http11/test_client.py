@@ -281,7 +281,7 @@ async def settle() -> None:
 
 async def test_concurrency_limit_serves_in_arrival_order(gated: tuple[str, Gated]) -> None:
     path, handler = gated
-    pool = Pool(Endpoint.unix(path), connect_timeout=1.0, pool_size=8, concurrency=2)
+    pool = Pool(Endpoint.unix(path), connect_timeout=1.0, pool_size=8, concurrency=2, turn_seconds=30)
     calls = [
         asyncio.ensure_future(pool.request(get(b"/%d" % i), timeout=5.0, retry=True))
         for i in range(7)
@@ -301,7 +301,7 @@ async def test_concurrency_limit_serves_in_arrival_order(gated: tuple[str, Gated
 
 async def test_waiting_for_a_turn_counts_against_the_timeout(gated: tuple[str, Gated]) -> None:
     path, handler = gated
-    pool = Pool(Endpoint.unix(path), connect_timeout=1.0, pool_size=8, concurrency=1)
+    pool = Pool(Endpoint.unix(path), connect_timeout=1.0, pool_size=8, concurrency=1, turn_seconds=30)
     first = asyncio.ensure_future(pool.request(get(b"/held"), timeout=5.0, retry=True))
     await settle()
     started = time.monotonic()
@@ -318,7 +318,7 @@ async def test_waiting_for_a_turn_counts_against_the_timeout(gated: tuple[str, G
 
 async def test_cancelled_waiters_do_not_keep_a_turn(gated: tuple[str, Gated]) -> None:
     path, handler = gated
-    pool = Pool(Endpoint.unix(path), connect_timeout=1.0, pool_size=8, concurrency=1)
+    pool = Pool(Endpoint.unix(path), connect_timeout=1.0, pool_size=8, concurrency=1, turn_seconds=30)
     first = asyncio.ensure_future(pool.request(get(b"/a"), timeout=5.0, retry=True))
     await settle()
     waiting = asyncio.ensure_future(pool.request(get(b"/b"), timeout=5.0, retry=True))
@@ -339,7 +339,7 @@ async def test_a_turn_granted_then_cancelled_passes_on(
     gated: tuple[str, Gated], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     path, handler = gated
-    pool = Pool(Endpoint.unix(path), connect_timeout=1.0, pool_size=8, concurrency=1)
+    pool = Pool(Endpoint.unix(path), connect_timeout=1.0, pool_size=8, concurrency=1, turn_seconds=30)
     first = asyncio.ensure_future(pool.request(get(b"/a"), timeout=5.0, retry=True))
     await settle()
     granted = asyncio.ensure_future(pool.request(get(b"/b"), timeout=5.0, retry=True))
@@ -366,7 +366,7 @@ async def test_a_turn_granted_then_cancelled_passes_on(
 
 async def test_unqueued_requests_skip_the_limit(gated: tuple[str, Gated]) -> None:
     path, handler = gated
-    pool = Pool(Endpoint.unix(path), connect_timeout=1.0, pool_size=8, concurrency=1)
+    pool = Pool(Endpoint.unix(path), connect_timeout=1.0, pool_size=8, concurrency=1, turn_seconds=30)
     held = asyncio.ensure_future(pool.request(get(b"/held"), timeout=5.0, retry=True))
     await settle()
     response = await pool.request(get(b"/now"), timeout=1.0, retry=True, queued=False)
@@ -374,4 +374,23 @@ async def test_unqueued_requests_skip_the_limit(gated: tuple[str, Gated]) -> Non
     assert pool.in_flight() == (1, 0)
     handler.gate.set()
     await held
+    await pool.close()
+
+
+async def test_a_slow_request_gives_its_turn_up(gated: tuple[str, Gated]) -> None:
+    path, handler = gated
+    pool = Pool(
+        Endpoint.unix(path), connect_timeout=1.0, pool_size=8, concurrency=1, turn_seconds=0.2
+    )
+    slow = asyncio.ensure_future(pool.request(get(b"/slow"), timeout=5.0, retry=True))
+    await settle()
+    started = time.monotonic()
+    # /now is answered at once, but only once /slow has held the one turn for 0.2 s.
+    assert (await pool.request(get(b"/now"), timeout=5.0, retry=True)).body == b"/now"
+    assert 0.0 < time.monotonic() - started < 1.0
+    assert not slow.done()
+    assert pool.in_flight() == (0, 0)  # /slow no longer counts
+    handler.gate.set()
+    assert (await slow).body == b"/slow"
+    assert pool.in_flight() == (0, 0)
     await pool.close()
