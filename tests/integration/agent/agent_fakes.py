@@ -193,6 +193,8 @@ class FakeMetadata:
     name: str = "api"
     url: str = ""
     delay: float = 0.0
+    # Extra seconds before answering these paths only.
+    slow_paths: dict[str, float] = field(default_factory=dict)
     seen: list[Seen] = field(default_factory=list)
 
     async def _handle(self, request: web.Request) -> web.Response:
@@ -200,6 +202,8 @@ class FakeMetadata:
         self.seen.append(Seen(request.method, request.raw_path, dict(request.headers), body))
         if self.delay:
             await asyncio.sleep(self.delay)
+        if request.path in self.slow_paths:
+            await asyncio.sleep(self.slow_paths[request.path])
         instance_id = request.headers.get(identity.INSTANCE_ID, "")
         signature = request.headers.get(identity.INSTANCE_ID_SIGNATURE, "")
         if not identity.verify_instance_id(self.secret, instance_id, signature):

@@ -76,6 +76,28 @@ async def test_slow_api_is_503_within_the_timeout(start: Start, metadata: FakeMe
     assert 0.4 < took < 1.0
 
 
+async def test_a_slow_request_does_not_hold_the_others_behind_it(
+    start: Start, metadata: FakeMetadata
+) -> None:
+    # One request at a time to the API: a slow one gives its turn up after 0.5 s.
+    metadata.slow_paths["/openstack/latest/vendor_data2.json"] = 3.0
+    async with start(upstream_concurrency=1, upstream_timeout=5.0) as session:
+        slow = asyncio.ensure_future(
+            session.get(
+                "http://m/openstack/latest/vendor_data2.json", headers=proxy_headers()
+            )
+        )
+        await asyncio.sleep(0.1)
+        status, _, took = await timed_get(session)
+        assert status == 200
+        assert took < 2.0  # not behind the 3 s answer
+        assert not slow.done()
+        async with await slow as response:
+            assert response.status == 200
+        answers = await asyncio.gather(*(timed_get(session) for _ in range(5)))
+        assert [a[0] for a in answers] == [200] * 5
+
+
 async def test_control_api_down_is_503(start: Start) -> None:
     async with start(control_url=f"http://127.0.0.1:{free_port()}") as session:
         status, _, took = await timed_get(session)
