@@ -83,9 +83,7 @@ async def test_a_slow_request_does_not_hold_the_others_behind_it(
     metadata.slow_paths["/openstack/latest/vendor_data2.json"] = 3.0
     async with start(upstream_concurrency=1, upstream_timeout=5.0) as session:
         slow = asyncio.ensure_future(
-            session.get(
-                "http://m/openstack/latest/vendor_data2.json", headers=proxy_headers()
-            )
+            session.get("http://m/openstack/latest/vendor_data2.json", headers=proxy_headers())
         )
         await asyncio.sleep(0.1)
         status, _, took = await timed_get(session)

@@ -270,6 +270,17 @@ async def gated(tmp_path: Path) -> AsyncIterator[tuple[str, Gated]]:
     await server.close(0.1)
 
 
+def limited(path: str, concurrency: int) -> Pool:
+    """A pool whose requests keep their turn until answered (no early give-up)."""
+    return Pool(
+        Endpoint.unix(path),
+        connect_timeout=1.0,
+        pool_size=8,
+        concurrency=concurrency,
+        turn_seconds=30,
+    )
+
+
 def get(target: bytes) -> bytes:
     return encode_request(b"GET", target, [(b"Host", b"h")])
 
@@ -281,7 +292,7 @@ async def settle() -> None:
 
 async def test_concurrency_limit_serves_in_arrival_order(gated: tuple[str, Gated]) -> None:
     path, handler = gated
-    pool = Pool(Endpoint.unix(path), connect_timeout=1.0, pool_size=8, concurrency=2, turn_seconds=30)
+    pool = limited(path, 2)
     calls = [
         asyncio.ensure_future(pool.request(get(b"/%d" % i), timeout=5.0, retry=True))
         for i in range(7)
@@ -301,7 +312,7 @@ async def test_concurrency_limit_serves_in_arrival_order(gated: tuple[str, Gated
 
 async def test_waiting_for_a_turn_counts_against_the_timeout(gated: tuple[str, Gated]) -> None:
     path, handler = gated
-    pool = Pool(Endpoint.unix(path), connect_timeout=1.0, pool_size=8, concurrency=1, turn_seconds=30)
+    pool = limited(path, 1)
     first = asyncio.ensure_future(pool.request(get(b"/held"), timeout=5.0, retry=True))
     await settle()
     started = time.monotonic()
@@ -318,7 +329,7 @@ async def test_waiting_for_a_turn_counts_against_the_timeout(gated: tuple[str, G
 
 async def test_cancelled_waiters_do_not_keep_a_turn(gated: tuple[str, Gated]) -> None:
     path, handler = gated
-    pool = Pool(Endpoint.unix(path), connect_timeout=1.0, pool_size=8, concurrency=1, turn_seconds=30)
+    pool = limited(path, 1)
     first = asyncio.ensure_future(pool.request(get(b"/a"), timeout=5.0, retry=True))
     await settle()
     waiting = asyncio.ensure_future(pool.request(get(b"/b"), timeout=5.0, retry=True))
@@ -339,7 +350,7 @@ async def test_a_turn_granted_then_cancelled_passes_on(
     gated: tuple[str, Gated], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     path, handler = gated
-    pool = Pool(Endpoint.unix(path), connect_timeout=1.0, pool_size=8, concurrency=1, turn_seconds=30)
+    pool = limited(path, 1)
     first = asyncio.ensure_future(pool.request(get(b"/a"), timeout=5.0, retry=True))
     await settle()
     granted = asyncio.ensure_future(pool.request(get(b"/b"), timeout=5.0, retry=True))
@@ -366,7 +377,7 @@ async def test_a_turn_granted_then_cancelled_passes_on(
 
 async def test_unqueued_requests_skip_the_limit(gated: tuple[str, Gated]) -> None:
     path, handler = gated
-    pool = Pool(Endpoint.unix(path), connect_timeout=1.0, pool_size=8, concurrency=1, turn_seconds=30)
+    pool = limited(path, 1)
     held = asyncio.ensure_future(pool.request(get(b"/held"), timeout=5.0, retry=True))
     await settle()
     response = await pool.request(get(b"/now"), timeout=1.0, retry=True, queued=False)
