@@ -141,6 +141,7 @@ class Forwarder:
         # Start where the last request succeeded, so a dead endpoint costs one failure, not one
         # per request.
         self._preferred = 0
+        self._loop: asyncio.AbstractEventLoop | None = None
 
     async def forward(
         self, method: bytes, target: bytes, body: bytes, header_block: bytes, deadline: float
@@ -148,7 +149,9 @@ class Forwarder:
         """Relay a request before `deadline` (loop time) and return the API's answer ready
         for the proxy; UpstreamUnavailable when no endpoint answered. `header_block` is
         what :meth:`Signer.header_block` made."""
-        loop = asyncio.get_running_loop()
+        loop = self._loop
+        if loop is None:  # bound once: get_running_loop() costs a getpid() call on 3.11
+            loop = self._loop = asyncio.get_running_loop()
         count = len(self._pools)
         retry = method in IDEMPOTENT
         is_head = method == b"HEAD"

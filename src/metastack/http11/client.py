@@ -221,6 +221,9 @@ class Pool:
         if endpoint.tls:
             self._ssl = ssl_context if ssl_context is not None else ssl.create_default_context()
         self._idle: collections.deque[_Connection] = collections.deque()
+        # The loop of the first request: pooled connections belong to it anyway, and
+        # Python 3.11's get_running_loop() makes a getpid() system call each time.
+        self._loop: asyncio.AbstractEventLoop | None = None
 
     async def _connect(self, timeout: float) -> _Connection:
         loop = asyncio.get_running_loop()
@@ -268,7 +271,9 @@ class Pool:
         (safe for idempotent methods). `queued=False` skips the concurrency limit: for
         requests that may legitimately wait minutes (long polls) and must not hold a turn.
         """
-        loop = asyncio.get_running_loop()
+        loop = self._loop
+        if loop is None:
+            loop = self._loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
         if not queued or not self.concurrency:
             return await self._request(loop, data, deadline, retry, is_head)

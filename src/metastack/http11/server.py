@@ -75,12 +75,18 @@ class HttpProtocol(asyncio.Protocol):
     """One client connection: parse, dispatch in order, respond, keep alive."""
 
     def __init__(
-        self, handler: Handler, limits: Limits, connections: set[HttpProtocol] | None = None
+        self,
+        handler: Handler,
+        limits: Limits,
+        connections: set[HttpProtocol] | None = None,
+        loop: asyncio.AbstractEventLoop | None = None,
     ) -> None:
         self.handler = handler
         self.limits = limits
         self.connections = connections
-        self.loop = asyncio.get_running_loop()
+        # Servers pass their loop: Python 3.11's get_running_loop() makes a getpid()
+        # system call each time, and a connection per request is the proxy's common case.
+        self.loop = loop if loop is not None else asyncio.get_running_loop()
         self.transport: asyncio.Transport | None = None
         self.peer = ""
         self.parser = httptools.HttpRequestParser(self)
@@ -340,7 +346,7 @@ class HttpServer:
         loop = asyncio.get_running_loop()
 
         def factory() -> HttpProtocol:
-            return HttpProtocol(handler, limits, connections)
+            return HttpProtocol(handler, limits, connections, loop)
 
         if sock.family == socket.AF_UNIX:
             server = await loop.create_unix_server(factory, sock=sock, backlog=backlog)

@@ -70,8 +70,11 @@ class Listeners:
         limits = self.limits
         try:
             # create_server listen()s again: without the backlog it would cut it to 100.
-            server = await asyncio.get_running_loop().create_server(
-                lambda: HttpProtocol(handler, limits, connections), sock=sock, backlog=self.backlog
+            loop = asyncio.get_running_loop()
+            server = await loop.create_server(
+                lambda: HttpProtocol(handler, limits, connections, loop),
+                sock=sock,
+                backlog=self.backlog,
             )
         except BaseException:
             sock.close()
