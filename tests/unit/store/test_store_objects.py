@@ -6,6 +6,7 @@ import pytest
 from pydantic import ValidationError
 
 from metastack.errors import Conflict, InvalidInput, NotFound
+from metastack.store import ports
 from metastack.store.ports import PortFilter
 from metastack.store.specs import (
     FixedIpSpec,
@@ -112,6 +113,25 @@ def test_port_addresses_allocated_checked_and_unique(sql_store: SqlStore) -> Non
     )
     assert [ip.ip_address for ip in moved.fixed_ips] == ["10.0.0.3"]
     assert len(sql_store.list_ports()) == 2
+
+
+def test_a_generated_mac_that_is_taken_is_drawn_again(
+    sql_store: SqlStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    network_id, _ = _network(sql_store)
+    taken = sql_store.create_port(PortCreate(network_id=network_id)).mac_address
+    draws = iter([taken, taken, "fa:16:3e:00:00:42"])
+    monkeypatch.setattr(ports, "generate_mac", lambda: next(draws))
+    assert sql_store.create_port(PortCreate(network_id=network_id)).mac_address == (
+        "fa:16:3e:00:00:42"
+    )
+    monkeypatch.setattr(ports, "generate_mac", lambda: taken)
+    with pytest.raises(Conflict, match="no free address generated in 16 tries"):
+        sql_store.create_port(PortCreate(network_id=network_id))
+    assert len(sql_store.list_ports(PortFilter(network_ids=[network_id]))) == 2  # none added
+    # An explicitly requested MAC that is taken is still refused at once.
+    with pytest.raises(Conflict, match="is already used by port"):
+        sql_store.create_port(PortCreate(network_id=network_id, mac_address=taken))
 
 
 def test_same_ip_on_two_networks_is_fine(sql_store: SqlStore) -> None:
