@@ -16,6 +16,7 @@ from typing import cast
 import pytest
 
 from metastack.http11 import (
+    ClientResponse,
     ConnectFailed,
     Endpoint,
     HttpProtocol,
@@ -327,23 +328,39 @@ async def test_waiting_for_a_turn_counts_against_the_timeout(gated: tuple[str, G
     await pool.close()
 
 
-async def test_cancelled_waiters_do_not_keep_a_turn(gated: tuple[str, Gated]) -> None:
-    path, handler = gated
-    pool = limited(path, 1)
+Pending = asyncio.Future[ClientResponse]
+
+
+async def in_line(pool: Pool) -> tuple[Pending, Pending, Pending]:
+    """/a holding a one-turn pool's turn, then /b and /c waiting behind it."""
     first = asyncio.ensure_future(pool.request(get(b"/a"), timeout=5.0, retry=True))
     await settle()
-    waiting = asyncio.ensure_future(pool.request(get(b"/b"), timeout=5.0, retry=True))
-    last = asyncio.ensure_future(pool.request(get(b"/c"), timeout=5.0, retry=True))
+    second = asyncio.ensure_future(pool.request(get(b"/b"), timeout=5.0, retry=True))
+    third = asyncio.ensure_future(pool.request(get(b"/c"), timeout=5.0, retry=True))
     await settle()
-    waiting.cancel()
+    assert pool.in_flight() == (1, 2)
+    return first, second, third
+
+
+async def b_was_skipped(pool: Pool, handler: Gated, line: tuple[Pending, ...]) -> None:
+    """Let the line through: /a and /c answered, /b cancelled and never sent."""
+    first, second, third = line
     handler.gate.set()
     assert (await first).body == b"/a"
-    assert (await last).body == b"/c"
+    assert (await third).body == b"/c"
     with pytest.raises(asyncio.CancelledError):
-        await waiting
+        await second
     assert handler.order == [b"/a", b"/c"]
     assert pool.in_flight() == (0, 0)
     await pool.close()
+
+
+async def test_cancelled_waiters_do_not_keep_a_turn(gated: tuple[str, Gated]) -> None:
+    path, handler = gated
+    pool = limited(path, 1)
+    line = await in_line(pool)
+    line[1].cancel()
+    await b_was_skipped(pool, handler, line)
 
 
 async def test_a_turn_granted_then_cancelled_passes_on(
@@ -351,28 +368,17 @@ async def test_a_turn_granted_then_cancelled_passes_on(
 ) -> None:
     path, handler = gated
     pool = limited(path, 1)
-    first = asyncio.ensure_future(pool.request(get(b"/a"), timeout=5.0, retry=True))
-    await settle()
-    granted = asyncio.ensure_future(pool.request(get(b"/b"), timeout=5.0, retry=True))
-    last = asyncio.ensure_future(pool.request(get(b"/c"), timeout=5.0, retry=True))
-    await settle()
-    assert pool.in_flight() == (1, 2)
+    line = await in_line(pool)
     release = pool._release
 
     def release_then_cancel() -> None:
-        # The turn goes to `granted`, which is cancelled before it can run.
+        # The turn goes to /b, which is cancelled before it can run.
         monkeypatch.setattr(pool, "_release", release)
         release()
-        granted.cancel()
+        line[1].cancel()
 
     monkeypatch.setattr(pool, "_release", release_then_cancel)
-    handler.gate.set()
-    assert (await first).body == b"/a"
-    assert (await last).body == b"/c"
-    assert granted.cancelled()
-    assert handler.order == [b"/a", b"/c"]
-    assert pool.in_flight() == (0, 0)
-    await pool.close()
+    await b_was_skipped(pool, handler, line)
 
 
 async def test_unqueued_requests_skip_the_limit(gated: tuple[str, Gated]) -> None:
