@@ -6,8 +6,7 @@ import time
 
 import pytest
 
-from .conftest import AGENT_UPSTREAM_TIMEOUT
-from .world import METADATA, World, cloud_init, curl
+from .world import AGENT_UPSTREAM_TIMEOUT, METADATA, World, cloud_init, curl
 
 pytestmark = [pytest.mark.e2e, pytest.mark.netns]
 

@@ -7,13 +7,20 @@ metadata by curl and cloud-init from inside guest namespaces.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import secrets
+import shutil
 import subprocess
+import tempfile
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
+
+import pytest
 
 from metastack.lab import Lab
 from metastack.lab.chain import Chain
@@ -250,3 +257,61 @@ def route_via(netns: str, destination: str) -> str:
         check=True,
     ).stdout
     return str(json.loads(out)[0].get("gateway", ""))
+
+
+# The agent answers 503 at the latest after this many seconds (the tests assert far less).
+AGENT_UPSTREAM_TIMEOUT = 5.0
+# A short change-feed long-poll: a graceful API stop waits for the open poll to end.
+AGENT_FEED_WAIT = 2
+
+
+@contextlib.contextmanager
+def running_world(proxy: dict[str, Any] | None = None) -> Iterator[World]:
+    """Build the world on a fresh chain (`proxy`: proxy settings to change); afterwards
+    remove everything and check that nothing is left: namespaces, /etc/netns files, the
+    work directory, processes."""
+    run_id = secrets.token_hex(3)
+    workdir = Path(tempfile.mkdtemp(prefix=f"ms-{run_id}-"))
+    lab = Lab(run_id, ipv6=True)
+    chain = Chain(
+        workdir,
+        api_workers=2,
+        agent={"upstream_timeout": AGENT_UPSTREAM_TIMEOUT, "feed_wait": AGENT_FEED_WAIT},
+        proxy=proxy or {},
+    )
+    started: list[int] = []
+    try:
+        chain.start()
+        started = [pid for pids in chain.pids().values() for pid in pids]
+        yield build(lab, chain, workdir)
+    except BaseException:
+        for service, text in chain.logs().items():
+            print(f"--- {service} log ---\n{text[-3000:]}")
+        raise
+    finally:
+        try:
+            chain.stop()
+        finally:
+            lab.cleanup()
+            shutil.rmtree(workdir, ignore_errors=True)
+        left = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout
+        assert lab.prefix not in left, f"namespaces left behind: {left}"
+        assert not list(Path("/etc/netns").glob(f"{lab.prefix}*"))
+        assert not workdir.exists()
+        for pid in started:
+            assert not Path(f"/proc/{pid}").exists() or _is_zombie(pid), f"pid {pid} still runs"
+
+
+def add_service_logs(item: pytest.Item, report: pytest.TestReport) -> None:
+    """End a failed test's report with the tail of each service's log."""
+    world = getattr(item, "funcargs", {}).get("world")
+    if report.failed and isinstance(world, World):
+        for service, text in world.chain.logs().items():
+            report.sections.append((f"metastack {service} log (tail)", text[-4000:]))
+
+
+def _is_zombie(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().split(") ", 1)[1].startswith("Z")
+    except (FileNotFoundError, IndexError):
+        return True
