@@ -5,12 +5,13 @@ from __future__ import annotations
 import importlib.util
 import json
 import os
-import shutil
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+
+from support.needs import missing
 
 pytestmark = [pytest.mark.e2e, pytest.mark.netns]
 
@@ -19,14 +20,7 @@ PINNED = {"instances", "requests", "errors", "wall_s", "p50_ms", "p99_ms", "max_
 
 
 def why_not() -> str | None:
-    if os.geteuid() != 0:
-        return "the boot storm needs root (namespaces, bridges, dnsmasq)"
-    for tool in ("ip", "busybox", "dnsmasq"):
-        if shutil.which(tool) is None and not Path(f"/usr/sbin/{tool}").exists():
-            return f"the boot storm needs {tool}"
-    if not Path("/usr/bin/cloud-init").exists():
-        return "the boot storm needs Debian's cloud-init (the sequence check)"
-    return None
+    return missing("the boot storm", ("ip", "busybox", "dnsmasq"))
 
 
 def leftovers(report: dict[str, object]) -> list[str]:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import signal
 import socket
 import subprocess
@@ -20,6 +19,8 @@ from typing import Any
 
 import pytest
 
+from support.needs import missing
+
 pytestmark = [pytest.mark.e2e, pytest.mark.netns]
 
 METASTACK = str(Path(sys.executable).with_name("metastack"))
@@ -28,14 +29,7 @@ URL = "http://169.254.169.254/latest/meta-data/instance-id"
 
 
 def why_not() -> str | None:
-    if os.geteuid() != 0:
-        return "the demo needs root (namespaces, bridges, dnsmasq)"
-    for tool in ("ip", "curl", "busybox", "dnsmasq"):
-        if shutil.which(tool) is None and not Path(f"/usr/sbin/{tool}").exists():
-            return f"the demo needs {tool}"
-    if not Path("/usr/bin/cloud-init").exists():
-        return "the demo needs Debian's cloud-init"
-    return None
+    return missing("the demo", ("ip", "curl", "busybox", "dnsmasq"))
 
 
 def demo(*args: str, workdir: Path, check: bool = True) -> subprocess.CompletedProcess[str]:

@@ -7,29 +7,18 @@ end, also after a failure, and the removal is checked.
 
 from __future__ import annotations
 
-import os
-import shutil
 from collections.abc import Generator, Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
 
-from metastack.lab.guest import GUEST_PYTHON
+from support.needs import missing
 
 from .world import World, add_service_logs, running_world
 
 
 def why_not() -> str | None:
-    """Why this machine cannot run the e2e tier, or None."""
-    if os.geteuid() != 0:
-        return "e2e needs root for network namespaces"
-    for tool in ("ip", "curl"):
-        if shutil.which(tool) is None:
-            return f"e2e needs {tool}"
-    if not Path("/usr/bin/cloud-init").exists() or not Path(GUEST_PYTHON).exists():
-        return "e2e needs Debian's cloud-init (/usr/bin/cloud-init, /usr/bin/python3)"
-    return None
+    return missing("e2e", ("ip", "curl"))
 
 
 @pytest.fixture(scope="session")

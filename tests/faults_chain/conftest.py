@@ -13,7 +13,6 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import shutil
 import signal
 import subprocess
 import sys
@@ -35,6 +34,7 @@ from metastack.lab.chain import Chain, ChainError, child_pids
 from metastack.lab.load import GuestLoad, Record
 from metastack.netns import dnsmasq
 from metastack.netns.apply import list_netns
+from support.needs import missing
 
 RATE = 50.0  # requests per second per guest
 CONNECTIONS = 4
@@ -50,15 +50,7 @@ Role = Literal["api", "agent"]
 
 
 def why_not() -> str | None:
-    """Why this machine cannot run the chain under faults, or None."""
-    if os.geteuid() != 0:
-        return "needs root (namespaces, bridges, dnsmasq)"
-    for tool in ("ip", "busybox", "dnsmasq"):
-        if shutil.which(tool) is None and not Path(f"/usr/sbin/{tool}").exists():
-            return f"needs {tool}"
-    if not Path("/usr/bin/cloud-init").exists():
-        return "needs Debian's cloud-init (the demo boots its guests with it)"
-    return None
+    return missing("the chain under faults", ("ip", "busybox", "dnsmasq"))
 
 
 @dataclass

@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import os
 import secrets
-import shutil
 import subprocess
 import sys
 import time
@@ -16,19 +14,14 @@ import pytest
 
 from metastack.lab import Lab
 from metastack.proxy.client import ControlClient
+from support.needs import missing
 
 HERE = Path(__file__).parent
 METASTACK = Path(sys.executable).parent / "metastack"
 
 
 def _why_not() -> str | None:
-    if os.geteuid() != 0:
-        return "needs root for network namespaces"
-    if shutil.which("ip") is None:
-        return "needs iproute2's ip"
-    if shutil.which("curl") is None:
-        return "needs curl"
-    return None
+    return missing("the netns tier", ("ip", "curl"), cloud_init=False)
 
 
 @pytest.fixture(scope="module", autouse=True)

@@ -5,7 +5,6 @@ from __future__ import annotations
 import base64
 import json
 import os
-import shutil
 import subprocess
 import time
 from collections.abc import Iterable, Sequence
@@ -15,6 +14,7 @@ from typing import Any
 
 from e2e.world import METADATA, World, curl
 from metastack.lab.guest import GUEST_PYTHON
+from support.needs import missing
 
 # The proxy's guest-side head deadline in this tier (the default is 10 s).
 HEADER_TIMEOUT = 3.0
@@ -24,15 +24,7 @@ METADATA_HOST = "169.254.169.254"
 
 
 def why_not() -> str | None:
-    """Why this machine cannot run the security tier, or None."""
-    if os.geteuid() != 0:
-        return "the security tier needs root for network namespaces"
-    for tool in ("ip", "curl"):
-        if shutil.which(tool) is None:
-            return f"the security tier needs {tool}"
-    if not Path("/usr/bin/cloud-init").exists() or not Path(GUEST_PYTHON).exists():
-        return "the security tier needs Debian's cloud-init and /usr/bin/python3"
-    return None
+    return missing("the security tier", ("ip", "curl"))
 
 
 class ClientRun:

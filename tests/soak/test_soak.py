@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import json
-import os
-import shutil
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+
+from support.needs import missing
 
 pytestmark = [pytest.mark.e2e, pytest.mark.netns]
 
@@ -18,15 +18,7 @@ DURATION = 120
 
 
 def why_not() -> str | None:
-    """Why this machine cannot run the soak, or None."""
-    if os.geteuid() != 0:
-        return "the soak needs root (namespaces, dnsmasq)"
-    for tool in ("ip", "wrk", "busybox", "dnsmasq"):
-        if shutil.which(tool) is None and not Path(f"/usr/sbin/{tool}").exists():
-            return f"the soak needs {tool}"
-    if not Path("/usr/bin/cloud-init").exists():
-        return "the soak needs Debian's cloud-init (the demo boots its guests with it)"
-    return None
+    return missing("the soak", ("ip", "wrk", "busybox", "dnsmasq"))
 
 
 def test_soak_holds_half_the_maximum_without_errors_or_growth(tmp_path: Path) -> None:
