@@ -15,7 +15,6 @@ that serves a few of a large cloud's networks); ``all`` every network the feed n
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
 from collections.abc import Callable, Iterable
@@ -25,6 +24,7 @@ from metastack.agent.cache import Change, LookupCache
 from metastack.agent.control import ControlClient
 from metastack.agent.resolve import identities_by_network
 from metastack.errors import UpstreamUnavailable
+from metastack.tasks import cancel_and_wait
 
 log = logging.getLogger(__name__)
 
@@ -149,8 +149,5 @@ class Prefetcher:
 
     async def close(self) -> None:
         """Stop the background task started by :meth:`start`."""
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+        await cancel_and_wait(self._task)
+        self._task = None

@@ -23,6 +23,7 @@ from metastack.agent.resolve import Resolver
 from metastack.errors import ConfigError
 from metastack.heap import freeze_heap
 from metastack.http11 import Endpoint, HttpServer, Limits, Pool
+from metastack.tasks import cancel_and_wait
 
 log = logging.getLogger(__name__)
 
@@ -143,10 +144,7 @@ async def running(config: AgentConfig) -> AsyncIterator[RunningAgent]:
         yield RunningAgent(config.metadata_proxy_socket, cache)
     finally:
         await prefetcher.close()
-        if feed is not None:
-            feed.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await feed
+        await cancel_and_wait(feed)
         if server is not None:
             await server.close(SHUTDOWN_GRACE)
         await forwarder.close()

@@ -30,6 +30,7 @@ from metastack.heap import freeze_heap
 from metastack.metadata import Documents
 from metastack.metadata.model import Instance
 from metastack.store.base import Change, MetadataStore
+from metastack.tasks import cancel_and_wait
 
 log = logging.getLogger(__name__)
 
@@ -117,10 +118,7 @@ class PollingWatcher:
             await asyncio.sleep(self._interval)
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+        await cancel_and_wait(self._task)
 
 
 def sqlite_watcher(database_url: str) -> SqliteWatcher | None:
@@ -191,10 +189,7 @@ class DocumentCache:
             self._warmer = asyncio.create_task(self._warm_loop())
 
     async def stop(self) -> None:
-        if self._warmer is not None:
-            self._warmer.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._warmer
+        await cancel_and_wait(self._warmer)
         await self._watcher.stop()
 
     async def _warm_loop(self) -> None:

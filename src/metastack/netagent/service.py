@@ -17,6 +17,7 @@ from metastack.netagent.topology import ensure_dhcp_ports, fetch_topology
 from metastack.netns import dnsmasq
 from metastack.netns.apply import delete_netns, list_netns
 from metastack.proxy.client import ControlClient as ProxyClient
+from metastack.tasks import cancel_and_wait
 
 log = logging.getLogger("metastack.netagent")
 # Resources whose changes can alter a namespace; instance changes never do.
@@ -111,11 +112,7 @@ class NetAgent:
         try:
             await stop.wait()
         finally:
-            for task in tasks:
-                task.cancel()
-            for task in tasks:
-                with contextlib.suppress(asyncio.CancelledError):
-                    await task
+            await cancel_and_wait(*tasks)
             await self.client.close()
 
     async def _reconcile_loop(self) -> None:

@@ -8,6 +8,7 @@ import logging
 from collections.abc import Awaitable, Callable
 
 from metastack.errors import StoreError
+from metastack.tasks import cancel_and_wait
 
 log = logging.getLogger(__name__)
 
@@ -84,8 +85,5 @@ class RevisionWatcher:
 
     async def close(self) -> None:
         """Stop polling (application cleanup)."""
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+        await cancel_and_wait(self._task)
+        self._task = None
