@@ -20,7 +20,7 @@ from metastack.netagent.diff import (
 from metastack.netns import dnsmasq
 from metastack.netns.apply import apply, list_netns
 from metastack.netns.exec import NetnsError
-from metastack.netns.inspect import LinkState, read_links, read_namespace, read_rules
+from metastack.netns.inspect import LinkState, read_fabric, read_namespace, read_rules
 from metastack.netns.plan import AddNetns, LinkUp, Step
 from metastack.proxy.client import ControlClient as ProxyClient
 
@@ -100,14 +100,13 @@ class Reconciler:
             report.deleted += stale
             for name in stale:
                 self.applied.pop(name, None)
-        self._fabric(desired, present, report)
-        fabric_links: dict[str, LinkState] | None = None
+        fabric_links = self._fabric(desired, present, report)
         for name, spec in desired.namespaces.items():
             exists = name in present
             if exists and not full and self.applied.get(name) == spec:
                 continue
             if fabric_links is None:
-                fabric_links = read_links(desired.fabric)
+                fabric_links = read_fabric(desired.fabric)
             try:
                 actual = read_namespace(name) if exists else None
                 rules = read_rules(name) if exists and spec.rules is not None else None
@@ -138,18 +137,24 @@ class Reconciler:
         report.steps += len(steps)
         return True
 
-    def _fabric(self, desired: Desired, present: set[str], report: Report) -> None:
+    def _fabric(
+        self, desired: Desired, present: set[str], report: Report
+    ) -> dict[str, LinkState] | None:
+        """Make the fabric namespace and its bridges; the fabric's links if that changed
+        nothing (the namespaces' veth peers are judged from them), else None."""
         steps: list[Step] = []
         if desired.fabric and desired.fabric not in present:
             steps += [AddNetns(desired.fabric), LinkUp(desired.fabric, "lo")]
             have: dict[str, LinkState] = {}
         else:
             try:
-                have = read_links(desired.fabric)
+                have = read_fabric(desired.fabric)
             except NetnsError as exc:
                 report.errors.append(str(exc))
-                return
-        self._run(steps + diff_bridges(desired.fabric, desired.bridges, have), report)
+                return None
+        steps += diff_bridges(desired.fabric, desired.bridges, have)
+        self._run(steps, report)
+        return None if steps else have
 
     # -- dnsmasq ------------------------------------------------------------------------
 

@@ -88,6 +88,15 @@ def read_links(netns: str) -> dict[str, LinkState]:
     return parse_links(_json((*_ip(netns), "-j", "-d", "addr", "show")))
 
 
+def read_fabric(netns: str) -> dict[str, LinkState]:
+    """Links of the fabric namespace: names, MACs, MTUs, state and masters only.
+
+    Every guest's tap or veth sits there, so this is the largest dump a pass reads; kinds
+    and addresses (`-d`, `addr`) are left out, as nothing on the fabric is judged by them.
+    """
+    return parse_links(_json((*_ip(netns), "-j", "link", "show")))
+
+
 def read_namespace(netns: str) -> NamespaceState:
     """Links, addresses and IPv4 routes (main table) of a namespace."""
     routes = parse_routes(_json((*_ip(netns), "-j", "-4", "route", "show")))
