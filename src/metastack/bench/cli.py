@@ -22,6 +22,12 @@ def _interrupt(signum: int, frame: FrameType | None) -> None:
     raise KeyboardInterrupt  # SIGTERM cleans up as Ctrl-C does
 
 
+def _counters(counters: dict[str, int]) -> str:
+    """The non-zero counters, or that every one of them stayed at zero."""
+    named = ", ".join(f"{k} {v}" for k, v in counters.items() if v)
+    return named or f"{', '.join(counters)} all 0"
+
+
 def _table(report: dict[str, Any]) -> str:
     lines = [
         f"instances {report['instances']} over {report['networks']} networks "
@@ -43,10 +49,8 @@ def _table(report: dict[str, Any]) -> str:
         f"(load before: "
         f"{' '.join(report['load_average_before'])}); packets dropped at full input "
         f"backlogs {report['backlog_drops']}",
-        "TCP in the serving namespaces: "
-        + ", ".join(f"{k} {v}" for k, v in report["tcp"]["server_side"].items() if v)
-        + "; in the guests: "
-        + ", ".join(f"{k} {v}" for k, v in report["tcp"]["guests"].items() if v),
+        f"TCP in the serving namespaces: {_counters(report['tcp']['server_side'])}; "
+        f"in the guests: {_counters(report['tcp']['guests'])}",
         "process      peak RSS MB   CPU s",
     ]
     for name, rss in report["rss_mb"].items():
