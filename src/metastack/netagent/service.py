@@ -13,7 +13,7 @@ from metastack.netagent.config import NetagentConfig
 from metastack.netagent.desired import Desired, desired_state
 from metastack.netagent.proxyproc import ProxyProcess
 from metastack.netagent.reconcile import Reconciler, Report
-from metastack.netagent.topology import ensure_dhcp_ports, fetch_topology
+from metastack.netagent.topology import Topology, ensure_dhcp_ports, fetch_topology
 from metastack.netns import dnsmasq
 from metastack.netns.apply import delete_netns, list_netns
 from metastack.proxy.client import ControlClient as ProxyClient
@@ -49,12 +49,25 @@ class NetAgent:
         self.ready = asyncio.Event()  # set after the first complete pass
         self._dirty = asyncio.Event()
         self._lock = asyncio.Lock()
+        # While the change feed is healthy, the revision of the last change it showed that
+        # concerns this host (None: feed not started or broken); and the topology last
+        # read, with that revision as it stood before the read.
+        self.topology_revision: int | None = None
+        self._topology: tuple[int, Topology] | None = None
 
     async def desired(self) -> Desired:
-        """Fetch the topology (creating DHCP ports where missing) and derive the desired state."""
+        """Fetch the topology (creating DHCP ports where missing) and derive the desired state.
+
+        A pass while the change feed shows no change for this host since the last read
+        reuses that read: a periodic full pass re-reads the kernel, not every port again.
+        """
+        seen = self.topology_revision
+        if seen is not None and self._topology is not None and self._topology[0] == seen:
+            return desired_state(self._topology[1], self.config)
         topology = await fetch_topology(self.client, self.config)
         if await ensure_dhcp_ports(self.client, topology, self.config):
             topology = await fetch_topology(self.client, self.config)
+        self._topology = (seen, topology) if seen is not None else None
         return desired_state(topology, self.config)
 
     async def reconcile(self, *, full: bool = True) -> Report:
@@ -140,22 +153,25 @@ class NetAgent:
             try:
                 if revision is None:
                     revision = int((await self.client.changes(0, 0, limit=1))["revision"])
+                    self.topology_revision = revision
                     # A pass that read the API before this revision may have missed a change.
                     self._dirty.set()
                 answer = await self.client.changes(revision, self.config.feed_wait)
             except (ControlApiError, KeyError, ValueError) as exc:
                 log.warning("change feed: %s", exc)
-                revision = None
+                revision = self.topology_revision = None
                 self._dirty.set()  # whatever was missed is picked up by a pass
                 await asyncio.sleep(RETRY_SECONDS)
                 continue
             changes: list[dict[str, Any]] = answer.get("changes", [])
             if int(answer["revision"]) < revision:
-                revision = None  # the store was replaced: start over
+                revision = self.topology_revision = None  # the store was replaced: start over
                 self._dirty.set()
                 continue
             revision = int(changes[-1]["revision"]) if changes else int(answer["revision"])
-            if any(self._relevant(change) for change in changes):
+            relevant = [int(change["revision"]) for change in changes if self._relevant(change)]
+            if relevant:
+                self.topology_revision = relevant[-1]
                 self._dirty.set()
 
     def _relevant(self, change: dict[str, Any]) -> bool:
