@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import logging
 
 from metastack import identity
@@ -57,7 +56,6 @@ class AgentHandler:
         self.forwarder = forwarder
         self.signer = Signer(secret)
         self.timeout = timeout
-        self._loop: asyncio.AbstractEventLoop | None = None
 
     async def __call__(self, request: Request, peer: str) -> Response:
         """Answer one proxied request."""
@@ -67,10 +65,7 @@ class AgentHandler:
             return _text(400, str(exc))
         # One deadline for the whole request, checked by the client's own timers: no task
         # or timeout context per request.
-        loop = self._loop
-        if loop is None:  # bound once: get_running_loop() costs a getpid() call on 3.11
-            loop = self._loop = asyncio.get_running_loop()
-        deadline = loop.time() + self.timeout
+        deadline = self.forwarder.loop.time() + self.timeout
         try:
             who = await self.resolver.resolve(origin, deadline)
             head = self.signer.header_block(origin.forwarded_for, who)

@@ -123,6 +123,7 @@ class Forwarder:
         endpoints: Sequence[str],
         ssl_context: ssl.SSLContext | None = None,
         *,
+        loop: asyncio.AbstractEventLoop,
         connect_timeout: float = 3.0,
         concurrency: int = 0,
     ) -> None:
@@ -141,7 +142,7 @@ class Forwarder:
         # Start where the last request succeeded, so a dead endpoint costs one failure, not one
         # per request.
         self._preferred = 0
-        self._loop: asyncio.AbstractEventLoop | None = None
+        self.loop = loop  # the serving loop (3.11's get_running_loop() makes a getpid() call)
 
     async def forward(
         self, method: bytes, target: bytes, body: bytes, header_block: bytes, deadline: float
@@ -149,9 +150,7 @@ class Forwarder:
         """Relay a request before `deadline` (loop time) and return the API's answer ready
         for the proxy; UpstreamUnavailable when no endpoint answered. `header_block` is
         what :meth:`Signer.header_block` made."""
-        loop = self._loop
-        if loop is None:  # bound once: get_running_loop() costs a getpid() call on 3.11
-            loop = self._loop = asyncio.get_running_loop()
+        loop = self.loop
         count = len(self._pools)
         retry = method in IDEMPOTENT
         is_head = method == b"HEAD"

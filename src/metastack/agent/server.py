@@ -112,6 +112,7 @@ async def running(config: AgentConfig) -> AsyncIterator[RunningAgent]:
         forwarder = Forwarder(
             endpoints,
             ssl_context,
+            loop=asyncio.get_running_loop(),
             connect_timeout=config.upstream_connect_timeout,
             concurrency=config.upstream_concurrency,
         )
