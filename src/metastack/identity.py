@@ -10,6 +10,8 @@ FORWARDED_FOR = "X-Forwarded-For"
 FORWARDED = "Forwarded"
 NETWORK_ID = "X-Neutron-Network-ID"
 ROUTER_ID = "X-Neutron-Router-ID"
+# Stamped by networking-ovn's haproxy (ovnmeta-<network> namespaces): a network id too.
+OVN_NETWORK_ID = "X-OVN-Network-ID"
 INSTANCE_ID = "X-Instance-ID"
 TENANT_ID = "X-Tenant-ID"
 INSTANCE_ID_SIGNATURE = "X-Instance-ID-Signature"

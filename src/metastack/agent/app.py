@@ -15,12 +15,13 @@ log = logging.getLogger(__name__)
 
 UNAVAILABLE = "The metadata service is temporarily unavailable."
 _TEXT = [(b"Content-Type", b"text/plain; charset=utf-8")]
-# Which list of `_ProxyHeaders` a lower-cased header name goes to.
-_XFF, _NETWORK, _ROUTER = 0, 1, 2
+# Which list of `proxy_headers`' answer a lower-cased header name goes to.
+_XFF, _NETWORK, _ROUTER, _OVN_NETWORK = 0, 1, 2, 3
 _WANTED = {
     identity.FORWARDED_FOR.lower().encode(): _XFF,
     identity.NETWORK_ID.lower().encode(): _NETWORK,
     identity.ROUTER_ID.lower().encode(): _ROUTER,
+    identity.OVN_NETWORK_ID.lower().encode(): _OVN_NETWORK,
 }
 
 
@@ -36,9 +37,10 @@ def _text(status: int, message: str) -> Response:
     return Response(status, REASONS[status], list(_TEXT), message.encode() + b"\n")
 
 
-def proxy_headers(request: Request) -> tuple[list[str], list[str], list[str]]:
-    """Every value of X-Forwarded-For, X-Neutron-Network-ID and X-Neutron-Router-ID."""
-    found: tuple[list[str], list[str], list[str]] = ([], [], [])
+def proxy_headers(request: Request) -> tuple[list[str], list[str], list[str], list[str]]:
+    """Every value of X-Forwarded-For, X-Neutron-Network-ID, X-Neutron-Router-ID and
+    X-OVN-Network-ID, in the order of :func:`parse_origin`'s arguments."""
+    found: tuple[list[str], list[str], list[str], list[str]] = ([], [], [], [])
     for name, value in request.headers:
         slot = _WANTED.get(name.lower())
         if slot is not None:

@@ -55,17 +55,38 @@ def _checked_id(name: str, value: str | None) -> str | None:
 
 
 def parse_origin(
-    forwarded_for: Sequence[str], network_ids: Sequence[str], router_ids: Sequence[str]
+    forwarded_for: Sequence[str],
+    network_ids: Sequence[str],
+    router_ids: Sequence[str],
+    ovn_network_ids: Sequence[str] = (),
 ) -> Origin:
-    """Validate the proxy's headers (each given as all its values); InvalidInput -> 400."""
-    network_id = _checked_id(identity.NETWORK_ID, _single(identity.NETWORK_ID, network_ids))
-    router_id = _checked_id(identity.ROUTER_ID, _single(identity.ROUTER_ID, router_ids))
+    """Validate the proxy's headers (each given as all its values); InvalidInput -> 400.
+
+    X-OVN-Network-ID (networking-ovn's haproxy) names a network as X-Neutron-Network-ID
+    does. That haproxy adds its header and appends X-Forwarded-For without removing what
+    the guest sent, and removes no X-Neutron-* header: a second copy of either header, or
+    X-OVN-Network-ID beside an X-Neutron-* id, may be the guest's, and is refused rather
+    than guessed at.
+    """
+    network_id = _single(identity.NETWORK_ID, network_ids)
+    router_id = _single(identity.ROUTER_ID, router_ids)
+    ovn_network_id = _single(identity.OVN_NETWORK_ID, ovn_network_ids)
+    if ovn_network_id is not None and (network_id is not None or router_id is not None):
+        other = identity.NETWORK_ID if network_id is not None else identity.ROUTER_ID
+        raise InvalidInput(
+            f"{identity.OVN_NETWORK_ID} and {other} both given; exactly one is allowed."
+        )
+    network_id = _checked_id(identity.NETWORK_ID, network_id)
+    router_id = _checked_id(identity.ROUTER_ID, router_id)
+    if ovn_network_id is not None:
+        network_id = _checked_id(identity.OVN_NETWORK_ID, ovn_network_id)
     if network_id is not None and router_id is not None:
         # A guest-injected id next to the proxy's one: never guess which is real (LP #1865036).
         raise InvalidInput(f"Both network {network_id} and router {router_id} defined.")
     if network_id is None and router_id is None:
         raise InvalidInput(
-            f"Either {identity.NETWORK_ID} or {identity.ROUTER_ID} header is required."
+            f"One of {identity.NETWORK_ID}, {identity.ROUTER_ID} or {identity.OVN_NETWORK_ID}"
+            " header is required."
         )
     value = _single(identity.FORWARDED_FOR, forwarded_for)
     if value is None:

@@ -97,7 +97,7 @@ async def test_api_errors_and_bytes_are_relayed_unchanged(client: aiohttp.Client
     ("headers", "message"),
     [
         (proxy_headers(router="router-1"), "Both network net-a and router router-1 defined."),
-        (proxy_headers(network=None), "X-Neutron-Router-ID header is required"),
+        (proxy_headers(network=None), "X-Neutron-Router-ID or X-OVN-Network-ID header is required"),
         (proxy_headers(xff=None), "X-Forwarded-For header is missing."),
         (proxy_headers(xff="10.0.0.5, 10.0.0.6"), "must hold one address"),
         (proxy_headers(xff="not-an-ip"), "is not an IP address"),

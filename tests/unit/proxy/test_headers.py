@@ -46,7 +46,7 @@ def forbidden_names(draw: st.DrawFn) -> bytes:
                 identity.NETWORK_ID,
                 identity.ROUTER_ID,
                 identity.INSTANCE_ID_SIGNATURE,
-                "X-OVN-Network-ID",
+                identity.OVN_NETWORK_ID,
             ]
         )
     )
@@ -108,6 +108,31 @@ def test_ordinary_headers_kept_hop_by_hop_dropped() -> None:
         (b"X-Forwarded-Host", b"kept"),
         (b"X-Forwarded-For", b"10.0.0.5"),
         (b"X-Neutron-Network-ID", b"n1"),
+    ]
+
+
+@pytest.mark.parametrize("kind", ["network", "router"])
+def test_guest_ovn_headers_never_reach_the_agent(kind: str) -> None:
+    # The agent takes X-OVN-Network-ID as a network id (OVN's haproxy): from a guest
+    # behind our proxy it must never arrive, in any case, however often, however named.
+    guest = [
+        (b"X-OVN-Network-ID", b"net-b"),
+        (b"x-ovn-network-id", b"net-b"),
+        (b"X-Ovn-Network-Id", b"net-c"),
+        (b"X-OVN-NETWORK-ID", b""),
+        (b"x-ovn-router-id", b"r"),
+        (b"X-OVN-", b"x"),
+        (b"Accept", b"*/*"),
+        (b"X-Ovnish", b"kept: not an X-OVN- header"),
+    ]
+    out = upstream_headers(guest, "10.0.0.5", kind, "n1")  # type: ignore[arg-type]
+    assert not [name for name, _ in out if name.lower().startswith(b"x-ovn-")]
+    own = b"X-Neutron-Network-ID" if kind == "network" else b"X-Neutron-Router-ID"
+    assert out == [
+        (b"Accept", b"*/*"),
+        (b"X-Ovnish", b"kept: not an X-OVN- header"),
+        (b"X-Forwarded-For", b"10.0.0.5"),
+        (own, b"n1"),
     ]
 
 
