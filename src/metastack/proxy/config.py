@@ -104,11 +104,12 @@ class ProxyConfig(_Section):
     # Agent side: connect failure -> 503 within connect_timeout; no answer -> 504.
     connect_timeout: float = Field(2.0, gt=0)
     upstream_timeout: float = Field(30.0, gt=0)
-    # Requests that wait for a change (`wait_for_change=true`) may take this long instead.
-    long_poll_timeout: float = Field(330.0, gt=0)
+    # Removed: `wait_for_change=true` in a query string no longer buys a longer timeout.
+    # Still accepted, so that an old config starts; ignored, with a warning at start.
+    long_poll_timeout: float | None = Field(None, gt=0)
     upstream_pool_size: int = Field(256, ge=0)
-    # Requests forwarded to the agent at once; the rest wait in arrival order (long polls
-    # excepted). 0: no limit.
+    # Requests forwarded to the agent at once; the rest, whatever they ask, wait in
+    # arrival order. 0: no limit.
     upstream_concurrency: int = Field(32, ge=0)
     shutdown_timeout: float = Field(5.0, ge=0)
     event_loop: Literal["auto", "asyncio", "uvloop"] = "auto"

@@ -27,20 +27,18 @@ def serialize_request(request: Request, headers: list[tuple[bytes, bytes]]) -> b
 
 
 class Forwarder:
-    """Forwards requests of any listener to the agent; one per process."""
+    """Forwards requests of any listener to the agent; one per process.
 
-    def __init__(
-        self, client: AgentClient, *, upstream_timeout: float, long_poll_timeout: float
-    ) -> None:
+    Every request waits its turn in the client's first-come-first-served queue and gets
+    `upstream_timeout`, whatever its method, path or query string: nothing a guest writes
+    buys a longer wait or a place ahead of other guests. (Change notification, when it
+    comes, is to wait longer only within bounds per source here and per instance at the
+    agent.)
+    """
+
+    def __init__(self, client: AgentClient, *, upstream_timeout: float) -> None:
         self.client = client
         self.upstream_timeout = upstream_timeout
-        self.long_poll_timeout = long_poll_timeout
-
-    @staticmethod
-    def is_long_poll(request: Request) -> bool:
-        """A GCE-style `wait_for_change=true` request: it may wait minutes for an answer."""
-        _, _, query = request.target.partition(b"?")
-        return b"wait_for_change=true" in query.lower()
 
     async def forward(
         self, request: Request, peer: str, kind: IdentityKind, ident: str
@@ -49,15 +47,12 @@ class Forwarder:
         headers = upstream_headers(request.headers, peer, kind, ident)
         data = serialize_request(request, headers)
         is_head = request.method == b"HEAD"
-        long_poll = self.is_long_poll(request)
         try:
             up = await self.client.request(
                 data,
                 is_head=is_head,
-                timeout=self.long_poll_timeout if long_poll else self.upstream_timeout,
+                timeout=self.upstream_timeout,
                 retry=request.method in IDEMPOTENT,
-                # A guest's long polls must not hold the turns every guest's requests share.
-                queued=not long_poll,
             )
         except UpstreamTimeout:
             return error_response(504, "metadata agent timed out")

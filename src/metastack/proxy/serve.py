@@ -53,11 +53,13 @@ async def serve(config: ProxyConfig, stop: asyncio.Event) -> None:
         pool_size=config.upstream_pool_size,
         concurrency=config.upstream_concurrency,
     )
-    forwarder = Forwarder(
-        client,
-        upstream_timeout=config.upstream_timeout,
-        long_poll_timeout=config.long_poll_timeout,
-    )
+    if config.long_poll_timeout is not None:
+        log.warning(
+            "long_poll_timeout is no longer used (ignored): every request, with"
+            " wait_for_change=true or not, waits its turn and gets upstream_timeout (%g s)",
+            config.upstream_timeout,
+        )
+    forwarder = Forwarder(client, upstream_timeout=config.upstream_timeout)
     listeners = Listeners(forwarder, limits_from(config), config.backlog)
     control: asyncio.AbstractServer | None = None
     try:

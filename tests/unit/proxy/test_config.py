@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from metastack.errors import ConfigError
@@ -44,3 +46,15 @@ def test_env_overrides() -> None:
     assert config.listeners[0].key == ("qrouter-1", "0.0.0.0", 9697)
     with pytest.raises(ConfigError):
         load_proxy_config(environ={"METASTACK_PROXY_NOPE": "1"})
+
+
+def test_removed_long_poll_timeout_is_still_accepted(tmp_path: Path) -> None:
+    # An old config that sets it must still start the proxy (which warns that it is ignored).
+    assert load_proxy_config().long_poll_timeout is None
+    path = tmp_path / "proxy.toml"
+    path.write_text("[proxy]\nlong_poll_timeout = 330\n")
+    assert load_proxy_config(path).long_poll_timeout == 330
+    config = load_proxy_config(environ={"METASTACK_PROXY_LONG_POLL_TIMEOUT": "90"})
+    assert config.long_poll_timeout == 90
+    with pytest.raises(ConfigError, match="long_poll_timeout"):
+        load_proxy_config(environ={"METASTACK_PROXY_LONG_POLL_TIMEOUT": "-1"})

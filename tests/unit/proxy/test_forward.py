@@ -21,7 +21,7 @@ from metastack.proxy.upstream import AgentClient
 
 def make_listeners(agent_path: str, timeout: float = 2.0) -> Listeners:
     client = AgentClient(agent_path, connect_timeout=1.0, pool_size=4)
-    forwarder = Forwarder(client, upstream_timeout=timeout, long_poll_timeout=timeout * 3)
+    forwarder = Forwarder(client, upstream_timeout=timeout)
     return Listeners(forwarder, Limits(), backlog=16)
 
 
@@ -141,7 +141,7 @@ async def test_control_api(agent: str, listeners: Listeners, free_port: int) -> 
 @pytest.mark.skipif(shutil.which("ss") is None, reason="needs ss (iproute2)")
 async def test_listener_keeps_the_configured_backlog(agent_path: str, free_port: int) -> None:
     client = AgentClient(agent_path, connect_timeout=1.0, pool_size=4)
-    forwarder = Forwarder(client, upstream_timeout=1.0, long_poll_timeout=1.0)
+    forwarder = Forwarder(client, upstream_timeout=1.0)
     held = Listeners(forwarder, Limits(), backlog=777)
     try:
         await held.add(ListenerConfig(host="127.0.0.1", port=free_port, network_id="net-1"))
@@ -149,31 +149,6 @@ async def test_listener_keeps_the_configured_backlog(agent_path: str, free_port:
             ["ss", "-ltnH", f"sport = :{free_port}"], capture_output=True, text=True, check=True
         ).stdout
         assert out.split()[2] == "777", out  # Send-Q of a listener: its backlog
-    finally:
-        await held.close(0.1)
-        await client.close()
-
-
-async def test_long_polls_do_not_take_the_agent_turns(agent: str, free_port: int) -> None:
-    client = AgentClient(agent, connect_timeout=1.0, pool_size=4, concurrency=1)
-    forwarder = Forwarder(client, upstream_timeout=1.0, long_poll_timeout=5.0)
-    held = Listeners(forwarder, Limits(), backlog=16)
-    try:
-        await held.add(ListenerConfig(host="127.0.0.1", port=free_port, network_id="net-1"))
-        poll = b"GET /slow?s=2&wait_for_change=true HTTP/1.1\r\nHost: x\r\n\r\n"
-        polls = [asyncio.ensure_future(http(free_port, poll)) for _ in range(3)]
-        await asyncio.sleep(0.2)
-        started = time.monotonic()
-        status, _, _ = await http(free_port, b"GET /now HTTP/1.1\r\nHost: x\r\n\r\n")
-        assert status == 200
-        assert time.monotonic() - started < 0.5  # not behind three 2 s long polls
-        # Ordinary requests share the one turn: the second waits for the first.
-        slow = b"GET /slow?s=0.4 HTTP/1.1\r\nHost: x\r\n\r\n"
-        started = time.monotonic()
-        answers = await asyncio.gather(http(free_port, slow), http(free_port, slow))
-        assert [a[0] for a in answers] == [200, 200]
-        assert time.monotonic() - started >= 0.8
-        assert [p[0] for p in await asyncio.gather(*polls)] == [200, 200, 200]
     finally:
         await held.close(0.1)
         await client.close()
