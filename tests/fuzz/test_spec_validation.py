@@ -10,7 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from pydantic import BaseModel, ValidationError
 
-from metastack.api.control.app import _describe
+from metastack.api.control.context import describe
 from metastack.api.control.routes import ROUTES
 
 BODY_MODELS = sorted({route.body for route in ROUTES if route.body}, key=lambda m: m.__name__)
@@ -36,7 +36,7 @@ def test_every_field_with_odd_values(model: type[BaseModel], value: Any) -> None
         try:
             model.model_validate_json(json.dumps({name: value}), context={"max_user_data_bytes": 8})
         except ValidationError as exc:
-            assert _describe(exc)
+            assert describe(exc)
 
 
 @pytest.mark.parametrize("model", BODY_MODELS, ids=lambda m: m.__name__)
@@ -47,4 +47,4 @@ def test_any_json_body(model: type[BaseModel], data: st.DataObject) -> None:
     try:
         model.model_validate_json(json.dumps(body), context={"max_user_data_bytes": 65535})
     except ValidationError as exc:
-        assert _describe(exc)
+        assert describe(exc)

@@ -6,7 +6,7 @@ import asyncio
 
 from aiohttp import web
 
-from metastack.api.control.app import CONTEXT, respond
+from metastack.api.control.context import CONTEXT, respond
 from metastack.api.control.table import Param, Query, check_query
 from metastack.errors import InvalidInput
 from metastack.store import views

@@ -9,7 +9,7 @@ from typing import Any
 from aiohttp import web
 from pydantic import BaseModel, create_model
 
-from metastack.api.control.app import CONTEXT, parse_body, respond
+from metastack.api.control.context import CONTEXT, parse_body, respond
 from metastack.api.control.feed import FEED_PARAMS, changes
 from metastack.api.control.table import Param, Query, Route, check_query
 from metastack.store import specs, views

@@ -10,7 +10,7 @@ from aiohttp import web
 from multidict import MultiMapping
 from pydantic import BaseModel
 
-from metastack.api.control.app import Handler
+from metastack.api.control.context import Handler
 from metastack.errors import InvalidInput
 
 Query = MultiMapping[str]
