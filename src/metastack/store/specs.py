@@ -60,9 +60,18 @@ class Spec(BaseModel):
         return data
 
 
+def _no_defaults(schema: dict[str, Any]) -> None:
+    """A Patch field left out keeps its value: it has no default. (Its Python default, None,
+    stands for "left out"; as `default: null` in the schema it would contradict the type of
+    the fields that refuse null, and tell clients to send null to the others.)"""
+    for field in schema.get("properties", {}).values():
+        field.pop("default", None)
+
+
 class Patch(Spec):
     """A partial update: fields left out are kept; null only where `nullable` allows it."""
 
+    model_config = ConfigDict(json_schema_extra=_no_defaults)
     nullable: ClassVar[frozenset[str]] = frozenset()
 
     @model_validator(mode="after")

@@ -1,8 +1,13 @@
-"""The OpenAPI document describes every route and every $ref in it resolves."""
+"""The OpenAPI document describes every route, every $ref in it resolves, the ecosystem's
+validator accepts it and its operations are named as a client's calls."""
 
 from __future__ import annotations
 
+import re
 from typing import Any
+
+from openapi_spec_validator import validate
+from openapi_spec_validator.validation import OpenAPIV31SpecValidator
 
 from metastack.api.control.routes import ROUTES
 
@@ -33,3 +38,52 @@ async def test_document_covers_routes(api: Api) -> None:
     assert "null" not in str(schemas["NetworkUpdate"]["properties"]["name"])
     ports = document["paths"]["/v1/ports"]["get"]["parameters"]
     assert {p["name"] for p in ports} >= {"network_id", "ip_address", "mac_address", "device_id"}
+
+
+async def test_served_document_is_valid_openapi(api: Api) -> None:
+    document = await api.ok("GET", "/openapi.json")
+    errors = [error.message for error in OpenAPIV31SpecValidator(document).iter_errors()]
+    assert errors == []
+    validate(document)  # raises on the first problem, with its path in the document
+
+
+async def test_operations_are_named_verb_object(api: Api) -> None:
+    document = await api.ok("GET", "/openapi.json")
+    names = {
+        (method.upper(), path): operation["operationId"]
+        for path, methods in document["paths"].items()
+        for method, operation in methods.items()
+    }
+    assert len(set(names.values())) == len(names) == len(ROUTES)
+    for name in names.values():
+        assert re.fullmatch(r"(create|list|get|update|delete|add|remove|clear|set)_[a-z_]+", name)
+    for singular, plural in (
+        ("project", "projects"),
+        ("network", "networks"),
+        ("subnet", "subnets"),
+        ("router", "routers"),
+        ("port", "ports"),
+        ("instance", "instances"),
+    ):
+        assert names["POST", f"/v1/{plural}"] == f"create_{singular}"
+        assert names["GET", f"/v1/{plural}"] == f"list_{plural}"
+        assert names["GET", f"/v1/{plural}/{{id}}"] == f"get_{singular}"
+        assert names["PATCH", f"/v1/{plural}/{{id}}"] == f"update_{singular}"
+        assert names["DELETE", f"/v1/{plural}/{{id}}"] == f"delete_{singular}"
+    assert names["POST", "/v1/routers/{id}/interfaces"] == "add_router_interface"
+    assert names["DELETE", "/v1/routers/{id}/interfaces/{subnet_id}"] == "remove_router_interface"
+    assert names["GET", "/v1/changes"] == "list_changes"
+
+
+async def test_update_fields_have_no_default(api: Api) -> None:
+    """Left out means "keep": no update schema says a field defaults to anything (a
+    `default: null` would contradict non-null types and make clients send null)."""
+    schemas = (await api.ok("GET", "/openapi.json"))["components"]["schemas"]
+    updates = [name for name in schemas if name.endswith("Update")]
+    assert len(updates) == 6
+    for name in updates:
+        assert schemas[name]["properties"], name
+        for field, schema in schemas[name]["properties"].items():
+            assert "default" not in schema, (name, field)
+    gateway = schemas["SubnetUpdate"]["properties"]["gateway_ip"]
+    assert {"type": "null"} in gateway["anyOf"]  # null still clears the gateway

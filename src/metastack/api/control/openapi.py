@@ -71,9 +71,8 @@ def _operation(route: Route, refs: dict[Any, JsonSchemaValue]) -> dict[str, Any]
     for status in sorted({*route.errors, 400, 401, 503}):
         error = {"$ref": "#/components/schemas/Error"}
         responses[str(status)] = {"description": _DESCRIPTIONS[status], "content": _json(error)}
-    words = re.sub(r"[^a-z0-9]+", "_", route.path.lower()).strip("_")
     operation: dict[str, Any] = {
-        "operationId": f"{route.method.lower()}_{words}",
+        "operationId": route.operation_id,
         "summary": route.summary,
         "tags": [route.tag],
         "responses": responses,

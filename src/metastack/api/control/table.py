@@ -28,11 +28,17 @@ class Param:
 
 @dataclass(frozen=True, slots=True)
 class Route:
-    """One operation: what the router serves and what the OpenAPI document says of it."""
+    """One operation: what the router serves and what the OpenAPI document says of it.
+
+    `operation_id` is the operation's name in generated clients: a verb and the object,
+    as openstacksdk names its calls (`create_network`, `list_networks`, `get_network`,
+    `update_network`, `delete_network`, `add_router_interface`, ...).
+    """
 
     method: str
     path: str
     handler: Handler
+    operation_id: str
     summary: str
     tag: str
     status: int = 200
