@@ -1,4 +1,5 @@
-"""`metastack instance create|list|show|update|delete`: instances with their NICs and user data."""
+"""`metastack instance create|list|show|update|set|unset|delete`: instances with their NICs,
+user data and metadata items."""
 
 from __future__ import annotations
 
@@ -127,7 +128,12 @@ async def instance_show(cli: Cli, name_or_uuid: str) -> None:
 @click.option("--key-name", default=None)
 @click.option("--public-key-file", type=FilePath, default=None)
 @click.option("--user-data-file", type=FilePath, default=None)
-@click.option("--meta", multiple=True, help="Replace the metadata with these key=value items.")
+@click.option(
+    "--meta",
+    multiple=True,
+    help="Replace ALL the metadata with these key=value items (repeatable); items not "
+    "given are removed. To change some keys only: `instance set --property`.",
+)
 @click.option("--clear-password", is_flag=True, help="Forget the password the guest posted.")
 async def instance_update(cli: Cli, name_or_uuid: str, **opts: Any) -> None:
     uuid = await _uuid(cli, name_or_uuid)
@@ -146,6 +152,46 @@ async def instance_update(cli: Cli, name_or_uuid: str, **opts: Any) -> None:
         await cli.client.request("DELETE", f"v1/instances/{uuid}/password")
     if body or not opts["clear_password"]:
         cli.show(await cli.client.update("instances", uuid, body))
+
+
+@api_command(
+    instance,
+    "set",
+    "Add or change metadata items, keeping the others (as `openstack server set --property`).",
+)
+@click.argument("name_or_uuid")
+@click.option(
+    "--property",
+    "properties",
+    multiple=True,
+    required=True,
+    help="Metadata item key=value to add or change (repeatable).",
+)
+async def instance_set(cli: Cli, name_or_uuid: str, properties: tuple[str, ...]) -> None:
+    uuid = await _uuid(cli, name_or_uuid)
+    body = {"metadata": key_values("--property", properties)}
+    answer = await cli.client.request("POST", f"v1/instances/{uuid}/metadata", body=body)
+    cli.show(answer["metadata"])
+
+
+@api_command(
+    instance,
+    "unset",
+    "Remove metadata items, keeping the others (as `openstack server unset --property`).",
+)
+@click.argument("name_or_uuid")
+@click.option(
+    "--property",
+    "keys",
+    multiple=True,
+    required=True,
+    help="Key of a metadata item to remove (repeatable).",
+)
+async def instance_unset(cli: Cli, name_or_uuid: str, keys: tuple[str, ...]) -> None:
+    uuid = await _uuid(cli, name_or_uuid)
+    path = f"v1/instances/{uuid}/metadata"
+    answer = await cli.client.request("DELETE", path, params={"key": list(keys)})
+    cli.show(answer["metadata"])
 
 
 @api_command(instance, "delete", "Delete instances (and the ports created for them).")

@@ -13,7 +13,13 @@ from metastack.errors import Conflict, InvalidInput, NotFound
 from metastack.store.ipam import generate_reservation_id, sanitize_hostname
 from metastack.store.ports import create_port, delete_port, instance_of
 from metastack.store.schema import ImageIdRow, InstanceRow, PortRow, utcnow
-from metastack.store.specs import FixedIpSpec, InstanceCreate, InstanceUpdate, PortCreate
+from metastack.store.specs import (
+    MAX_METADATA_ITEMS,
+    FixedIpSpec,
+    InstanceCreate,
+    InstanceUpdate,
+    PortCreate,
+)
 from metastack.store.tx import Tx
 from metastack.store.views import InstanceView
 
@@ -191,6 +197,43 @@ def update_instance(tx: Tx, instance_uuid: str, spec: InstanceUpdate) -> Instanc
     )
     tx.session.refresh(row)
     return instance_views(tx.session, [row])[0]
+
+
+def set_metadata(tx: Tx, instance_uuid: str, items: dict[str, str]) -> dict[str, str]:
+    """Add or change these metadata items, keeping the others; the merged metadata.
+
+    The transaction holds the write lock from its start (`Tx`), so the instance is read
+    after every earlier write committed: concurrent merges of different keys all survive.
+    """
+    row = get_instance_row(tx.session, instance_uuid)
+    merged = dict(row.metadata_items)
+    merged.update(items)
+    if len(merged) > MAX_METADATA_ITEMS:
+        raise InvalidInput(
+            f"metadata: {len(merged)} items after the merge, more than {MAX_METADATA_ITEMS}"
+        )
+    _store_metadata(tx, row, merged)
+    return merged
+
+
+def delete_metadata(tx: Tx, instance_uuid: str, keys: Sequence[str]) -> dict[str, str]:
+    """Remove these metadata keys (NotFound, removing none, if one is not there); the rest."""
+    row = get_instance_row(tx.session, instance_uuid)
+    remaining = dict(row.metadata_items)
+    for key in keys:
+        if key not in remaining:
+            raise NotFound(f"metadata: instance {instance_uuid} has no key {key[:40]!r}")
+    for key in keys:
+        remaining.pop(key, None)
+    _store_metadata(tx, row, remaining)
+    return remaining
+
+
+def _store_metadata(tx: Tx, row: InstanceRow, items: dict[str, str]) -> None:
+    row.metadata_items = [[key, value] for key, value in items.items()]
+    row.updated_at = utcnow()
+    tx.session.flush()
+    tx.record("instance", row.uuid, "update", project_id=row.project_id, instance_id=row.uuid)
 
 
 def delete_instance(tx: Tx, instance_uuid: str) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ipaddress
+from collections.abc import Sequence
 from typing import Annotated, Any, ClassVar, Literal, Self
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
@@ -253,6 +254,7 @@ class NetworkAttach(Spec):
 
 
 Metadata = dict[str, str]
+MAX_METADATA_ITEMS = 128  # nova's default metadata_items quota
 KeyType = Literal["ssh", "x509"]
 HOSTNAME = r"^[A-Za-z0-9]([A-Za-z0-9.-]{0,253}[A-Za-z0-9])?$"
 Cpu = Annotated[int, Field(ge=0, le=65535)]
@@ -279,7 +281,7 @@ class InstanceCreate(Spec):
     key_type: KeyType = "ssh"
     public_key: str | None = Field(None, max_length=16384)
     user_data: UserData | None = None
-    metadata: Metadata = Field(default_factory=dict, max_length=128)
+    metadata: Metadata = Field(default_factory=dict, max_length=MAX_METADATA_ITEMS)
     security_groups: list[RequiredName] = Field(default_factory=lambda: ["default"], max_length=64)
     device_tags: list[DeviceTagSpec] = Field(default_factory=list, max_length=64)
     dedicated_cpus: list[Cpu] = Field(default_factory=list, max_length=1024)
@@ -325,7 +327,7 @@ class InstanceUpdate(Patch):
     key_type: KeyType | Unset = None
     public_key: str | None = Field(None, max_length=16384)
     user_data: UserData | None = None
-    metadata: Annotated[Metadata, Field(max_length=128)] | Unset = None
+    metadata: Annotated[Metadata, Field(max_length=MAX_METADATA_ITEMS)] | Unset = None
     security_groups: Annotated[list[RequiredName], Field(max_length=64)] | Unset = None
     device_tags: Annotated[list[DeviceTagSpec], Field(max_length=64)] | Unset = None
     dedicated_cpus: Annotated[list[Cpu], Field(max_length=1024)] | Unset = None
@@ -337,10 +339,38 @@ class InstanceUpdate(Patch):
         return self
 
 
+class InstanceMetadataSet(Spec):
+    """Metadata items to add or change; the instance's other items are kept."""
+
+    metadata: Annotated[Metadata, Field(max_length=MAX_METADATA_ITEMS)]
+
+    @model_validator(mode="after")
+    def _metadata_sizes(self) -> Self:
+        check_metadata(self.metadata)
+        return self
+
+
+def check_metadata_key(key: str) -> None:
+    """Nova's rule for a metadata key: 1-255 characters."""
+    if not 1 <= len(key) <= 255:
+        raise ValueError(f"metadata: key {key[:40]!r} must be 1-255 characters")
+
+
+def check_metadata_keys(keys: Sequence[str]) -> None:
+    """Keys of metadata items to remove: at least one, each by the key rule, no NUL."""
+    if not keys:
+        raise ValueError("key: give at least one metadata key")
+    if len(keys) > MAX_METADATA_ITEMS:
+        raise ValueError(f"key: at most {MAX_METADATA_ITEMS} keys")
+    for key in keys:
+        if "\x00" in key:
+            raise ValueError("key: must not contain NUL characters")
+        check_metadata_key(key)
+
+
 def check_metadata(items: Metadata) -> None:
     """Nova's limits on metadata items: keys 1-255 characters, values up to 255."""
     for key, value in items.items():
-        if not 1 <= len(key) <= 255:
-            raise ValueError(f"metadata: key {key[:40]!r} must be 1-255 characters")
+        check_metadata_key(key)
         if len(value) > 255:
             raise ValueError(f"metadata: value of {key[:40]!r} is longer than 255 characters")

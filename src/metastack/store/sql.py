@@ -329,6 +329,14 @@ class SqlStore:
         """Change the given fields of an instance."""
         return self._write(lambda tx: instances.update_instance(tx, uuid, spec))
 
+    def set_instance_metadata(self, uuid: str, items: dict[str, str]) -> dict[str, str]:
+        """Merge metadata items into an instance's (one transaction); the merged metadata."""
+        return self._write(lambda tx: instances.set_metadata(tx, uuid, items))
+
+    def delete_instance_metadata(self, uuid: str, keys: Sequence[str]) -> dict[str, str]:
+        """Remove metadata keys of an instance (one transaction); the remaining metadata."""
+        return self._write(lambda tx: instances.delete_metadata(tx, uuid, keys))
+
     def delete_instance(self, uuid: str) -> None:
         """Remove an instance and the ports created for it."""
         self._write(lambda tx: instances.delete_instance(tx, uuid))

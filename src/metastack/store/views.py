@@ -119,6 +119,10 @@ class InstanceView(View):
     updated_at: Timestamp
 
 
+class InstanceMetadataView(View):
+    metadata: dict[str, str]
+
+
 class PasswordView(View):
     password: str
 

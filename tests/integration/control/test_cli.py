@@ -108,3 +108,40 @@ async def test_token_and_environment(start_api: ApiFactory) -> None:
 async def test_unreachable_api(api: Api) -> None:
     result = await run(api, "network", "list", env={"METASTACK_URL": "http://127.0.0.1:9"})
     assert result.exit_code == 1 and "metastack: cannot reach" in result.stderr
+
+
+async def test_instance_set_and_unset_properties(api: Api) -> None:
+    created = await ok_json(
+        api, "instance", "create", "vm1", "--project", "demo", "--meta", "role=web",
+        "--meta", "tier=1",
+    )  # fmt: skip
+    merged = await ok_json(
+        api, "instance", "set", "vm1", "--property", "tier=2", "--property", "env=a=b"
+    )
+    assert merged == {"role": "web", "tier": "2", "env": "a=b"}
+    shown = await ok_json(api, "instance", "show", created["uuid"])
+    assert shown["metadata"] == {"role": "web", "tier": "2", "env": "a=b"}
+    table = await ok(api, "instance", "set", "vm1", "--property", "zone=z1")
+    assert "| zone " in table and "| role " in table
+
+    remaining = await ok_json(
+        api, "instance", "unset", "vm1", "--property", "role", "--property", "tier"
+    )
+    assert remaining == {"env": "a=b", "zone": "z1"}
+    missing = await run(api, "instance", "unset", "vm1", "--property", "env", "--property", "nope")
+    assert missing.exit_code == 1 and missing.stderr.startswith("metastack: 404 metadata:")
+    too_long = await run(api, "instance", "set", "vm1", "--property", "k=" + "v" * 256)
+    assert too_long.exit_code == 1 and "longer than 255 characters" in too_long.stderr
+    not_pair = await run(api, "instance", "set", "vm1", "--property", "novalue")
+    assert not_pair.exit_code == 2 and "is not key=value" in not_pair.stderr
+    assert (await ok_json(api, "instance", "show", "vm1"))["metadata"] == {
+        "env": "a=b",
+        "zone": "z1",
+    }
+
+
+async def test_update_meta_help_says_it_replaces(api: Api) -> None:
+    result = await run(api, "instance", "update", "--help")
+    assert result.exit_code == 0
+    text = " ".join(result.stdout.split())
+    assert "Replace ALL the metadata" in text and "instance set --property" in text

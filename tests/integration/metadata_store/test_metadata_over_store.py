@@ -242,3 +242,31 @@ async def test_instance_without_zone_is_in_nova(cloud: Cloud) -> None:
     assert instance["availability_zone"] == "nova"
     status, body, _ = await cloud.get("/latest/meta-data/placement/availability-zone", instance)
     assert (status, body) == (200, b"nova")
+
+
+async def served_meta(cloud: Cloud, instance: dict[str, Any], expected: dict[str, str]) -> None:
+    """meta_data.json's `meta` is `expected`: on the next request on SQLite, within 1 s on
+    PostgreSQL (whose workers poll the revision)."""
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    while True:
+        status, body, _ = await cloud.get("/openstack/latest/meta_data.json", instance)
+        assert status == 200, body
+        meta = json.loads(body)["meta"]
+        if meta == expected:
+            return
+        assert not cloud.sqlite, f"SQLite must serve the change on the next request: {meta}"
+        assert loop.time() - started < 1.0, f"still {meta} after 1 s"
+        await asyncio.sleep(0.01)
+
+
+async def test_merged_metadata_is_served_next(cloud: Cloud) -> None:
+    instance = await boot(cloud, "proj-a", "10.0.0.5", metadata={"role": "web", "tier": "1"})
+    await served_meta(cloud, instance, {"role": "web", "tier": "1"})
+    path = f"{cloud.control}/v1/instances/{instance['uuid']}/metadata"
+    async with cloud.http.post(path, json={"metadata": {"tier": "2", "env": "prod"}}) as r:
+        assert r.status == 200, await r.text()
+    await served_meta(cloud, instance, {"role": "web", "tier": "2", "env": "prod"})
+    async with cloud.http.delete(path, params=[("key", "role"), ("key", "tier")]) as r:
+        assert r.status == 200, await r.text()
+    await served_meta(cloud, instance, {"env": "prod"})

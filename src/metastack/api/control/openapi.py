@@ -57,7 +57,7 @@ def _operation(route: Route, refs: dict[Any, JsonSchemaValue]) -> dict[str, Any]
             {
                 "name": param.name,
                 "in": "query",
-                "required": False,
+                "required": param.required,
                 "description": param.description,
                 "schema": schema,
                 **({"style": "form", "explode": True} if param.repeatable else {}),

@@ -12,6 +12,7 @@ from pydantic import BaseModel, create_model
 from metastack.api.control.context import CONTEXT, parse_body, respond
 from metastack.api.control.feed import FEED_PARAMS, changes
 from metastack.api.control.table import Param, Query, Route, check_query
+from metastack.errors import InvalidInput
 from metastack.store import specs, views
 from metastack.store.ports import PortFilter
 from metastack.store.sql import SqlStore
@@ -284,6 +285,48 @@ async def clear_password(request: web.Request) -> web.StreamResponse:
     return web.Response(status=204)
 
 
+async def show_metadata(request: web.Request) -> web.StreamResponse:
+    """GET /v1/instances/{id}/metadata: {"metadata": {...}}."""
+    context = request.app[CONTEXT]
+    check_query(request, ())
+    found = await context.call(context.store.get_instance, request.match_info["id"])
+    return respond(views.InstanceMetadataView(metadata=found.metadata))
+
+
+async def set_metadata(request: web.Request) -> web.StreamResponse:
+    """POST /v1/instances/{id}/metadata {"metadata": {k: v}}: merge (nova's POST
+    /servers/{id}/metadata): the given keys are added or changed, the others kept."""
+    context = request.app[CONTEXT]
+    check_query(request, ())
+    spec = await parse_body(request, specs.InstanceMetadataSet)
+    instance_uuid = request.match_info["id"]
+    merged = await context.write(context.store.set_instance_metadata, instance_uuid, spec.metadata)
+    return respond(views.InstanceMetadataView(metadata=merged))
+
+
+METADATA_KEY = Param(
+    "key",
+    "a metadata key to remove (repeat for several; all or none are removed)",
+    repeatable=True,
+    schema={"type": "string", "minLength": 1, "maxLength": 255},
+    required=True,
+)
+
+
+async def delete_metadata(request: web.Request) -> web.StreamResponse:
+    """DELETE /v1/instances/{id}/metadata?key=K&key=L: remove these keys, keep the others.
+    (Keys go in the query, not the path, since a key may hold any character, '/' too.)"""
+    context = request.app[CONTEXT]
+    keys = check_query(request, (METADATA_KEY,)).getall("key", [])
+    try:
+        specs.check_metadata_keys(keys)
+    except ValueError as exc:
+        raise InvalidInput(str(exc)) from None
+    instance_uuid = request.match_info["id"]
+    remaining = await context.write(context.store.delete_instance_metadata, instance_uuid, keys)
+    return respond(views.InstanceMetadataView(metadata=remaining))
+
+
 def _routes() -> tuple[Route, ...]:
     routes = [route for crud in RESOURCES for route in crud_routes(crud)]
     routes += [
@@ -328,6 +371,38 @@ def _routes() -> tuple[Route, ...]:
             "instances",
             status=204,
             errors=(404,),
+        ),
+        Route(
+            "GET",
+            "/v1/instances/{id}/metadata",
+            show_metadata,
+            "get_instance_metadata",
+            "Show an instance's metadata items",
+            "instances",
+            response=views.InstanceMetadataView,
+            errors=(404,),
+        ),
+        Route(
+            "POST",
+            "/v1/instances/{id}/metadata",
+            set_metadata,
+            "set_instance_metadata",
+            "Add or change metadata items, keeping the others (merge)",
+            "instances",
+            body=specs.InstanceMetadataSet,
+            response=views.InstanceMetadataView,
+            errors=(400, 404, 413),
+        ),
+        Route(
+            "DELETE",
+            "/v1/instances/{id}/metadata",
+            delete_metadata,
+            "delete_instance_metadata",
+            "Remove metadata items by key, keeping the others",
+            "instances",
+            response=views.InstanceMetadataView,
+            query=(METADATA_KEY,),
+            errors=(400, 404),
         ),
         Route(
             "GET",

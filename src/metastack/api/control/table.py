@@ -24,6 +24,7 @@ class Param:
     description: str
     repeatable: bool = False
     schema: dict[str, Any] = field(default_factory=lambda: {"type": "string"})
+    required: bool = False
 
 
 @dataclass(frozen=True, slots=True)
