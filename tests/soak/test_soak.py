@@ -1,4 +1,4 @@
-"""The soak at CI length: `bench/soak.py --duration 120` passes (no error, no growth)."""
+"""The soak at CI length: `metastack bench soak --duration 120` passes (no error, no growth)."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from support.needs import missing
 
 pytestmark = [pytest.mark.e2e, pytest.mark.netns]
 
-SOAK = Path(__file__).resolve().parents[2] / "bench" / "soak.py"
+METASTACK = str(Path(sys.executable).with_name("metastack"))
 DURATION = 120
 
 
@@ -27,7 +27,7 @@ def test_soak_holds_half_the_maximum_without_errors_or_growth(tmp_path: Path) ->
         pytest.skip(reason)
     report_path = tmp_path / "soak.json"
     done = subprocess.run(
-        [sys.executable, str(SOAK), "--duration", str(DURATION), "--json", str(report_path)],
+        [METASTACK, "bench", "soak", "--duration", str(DURATION), "--json", str(report_path)],
         capture_output=True,
         text=True,
         timeout=DURATION + 400,

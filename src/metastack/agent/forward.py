@@ -1,4 +1,7 @@
-"""The signed request to the metadata API (spec B.4): headers, TLS, endpoints with failover."""
+"""The signed request to the metadata API: headers, TLS, endpoints with failover.
+
+The contract: docs/wire-contracts.md#request-to-the-metadata-api.
+"""
 
 from __future__ import annotations
 

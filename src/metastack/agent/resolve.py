@@ -1,4 +1,7 @@
-"""(guest address, network or router) -> instance identity, through the cache (spec B.3)."""
+"""(guest address, network or router) -> instance identity, through the cache.
+
+The contract: docs/wire-contracts.md#finding-the-instance.
+"""
 
 from __future__ import annotations
 

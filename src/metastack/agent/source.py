@@ -1,4 +1,7 @@
-"""Who is asking: the proxy's headers parsed into a lookup key (pure, spec B.2)."""
+"""Who is asking: the proxy's headers parsed into a lookup key (pure).
+
+The contract: docs/wire-contracts.md#headers-from-the-proxy.
+"""
 
 from __future__ import annotations
 

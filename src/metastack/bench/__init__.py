@@ -1,1 +1,1 @@
-"""Benchmarks run through the CLI: `metastack bench bootstorm`."""
+"""Every benchmark, one `metastack bench` subcommand each (see `bench/cli.py`)."""

@@ -1,13 +1,20 @@
-"""`metastack bench bootstorm`: the boot-storm benchmark through the whole chain."""
+"""`metastack bench ...`: every benchmark, one subcommand each.
+
+The code of each lives beside this module and is imported only when its command runs;
+results go to docs/bench/ by default (relative to the current folder: run from a checkout).
+"""
 
 from __future__ import annotations
 
+import contextlib
+import json
 import os
 import signal
 import sys
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from types import FrameType
-from typing import Any
+from typing import Any, Literal, cast
 
 import click
 
@@ -20,6 +27,66 @@ def _progress(message: str) -> None:
 
 def _interrupt(signum: int, frame: FrameType | None) -> None:
     raise KeyboardInterrupt  # SIGTERM cleans up as Ctrl-C does
+
+
+@contextlib.contextmanager
+def _guarded(name: str) -> Iterator[None]:
+    """Run a benchmark: SIGTERM cleans up as Ctrl-C does; its errors end the command with a
+    message (exit status 1, 130 when interrupted)."""
+    previous = signal.signal(signal.SIGTERM, _interrupt)
+    try:
+        yield
+    except (MetastackError, OSError) as exc:
+        click.echo(f"metastack bench {name}: {exc}", err=True)
+        sys.exit(1)
+    except KeyboardInterrupt:
+        click.echo(f"metastack bench {name}: interrupted; everything was removed", err=True)
+        sys.exit(130)
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _need_root(name: str, what: str) -> None:
+    if os.geteuid() != 0:
+        click.echo(f"metastack bench {name}: needs root ({what})", err=True)
+        sys.exit(2)
+
+
+def join_values(args: Sequence[str], names: Sequence[str]) -> list[str]:
+    """`--name 1 10 100` (several values after one flag) as `--name 1,10,100`."""
+    joined: list[str] = []
+    rest = list(args)
+    while rest:
+        arg = rest.pop(0)
+        joined.append(arg)
+        if arg == "--":
+            return joined + rest
+        if arg in names:
+            values = []
+            while rest and not rest[0].startswith("-"):
+                values.append(rest.pop(0))
+            joined.append(",".join(values))
+    return joined
+
+
+class SeveralValues(click.Command):
+    """A command whose `several` flags take one or more values after them, as argparse's
+    nargs="+": `--concurrency 1 10 100` (or `--concurrency 1,10,100`)."""
+
+    several = ("--concurrency",)
+
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        return super().parse_args(ctx, join_values(args, self.several))
+
+
+def _levels(ctx: click.Context, param: click.Parameter, value: str) -> tuple[int, ...]:
+    try:
+        levels = tuple(int(part) for part in value.split(",") if part.strip())
+    except ValueError:
+        raise click.BadParameter(f"{value!r}: whole numbers, comma-separated") from None
+    if not levels or min(levels) < 1:
+        raise click.BadParameter(f"{value!r}: at least one level, each 1 or more")
+    return levels
 
 
 def _counters(counters: dict[str, int]) -> str:
@@ -62,7 +129,7 @@ def _table(report: dict[str, Any]) -> str:
 
 @click.group("bench")
 def bench_command() -> None:
-    """Benchmarks on this machine (root; guests are network namespaces)."""
+    """Benchmarks on this machine (those with guests need root: they are namespaces)."""
 
 
 @bench_command.command("bootstorm")
@@ -116,13 +183,13 @@ def bootstorm_command(
     deadline: float,
     workdir: Path | None,
 ) -> None:
-    """Boot INSTANCES guests at once: each crawls metadata as cloud-init does (OpenStack, then
-    EC2); report latency, errors, CPU and memory; remove everything afterwards."""
+    """N guests boot at once and crawl metadata as cloud-init does.
+
+    Each crawls OpenStack, then EC2; reports latency, errors, CPU and memory; removes
+    everything afterwards."""
     from metastack.bench.bootstorm import Options, bootstorm, write_outputs
 
-    if os.geteuid() != 0:
-        click.echo("metastack bench bootstorm: needs root (namespaces, dnsmasq)", err=True)
-        sys.exit(2)
+    _need_root("bootstorm", "namespaces, dnsmasq")
     options = Options(
         instances,
         networks,
@@ -133,18 +200,227 @@ def bootstorm_command(
         deadline,
         workdir,
     )
-    previous = signal.signal(signal.SIGTERM, _interrupt)
-    try:
+    with _guarded("bootstorm"):
         report = bootstorm(options, _progress)
-    except (MetastackError, OSError) as exc:
-        click.echo(f"metastack bench bootstorm: {exc}", err=True)
-        sys.exit(1)
-    except KeyboardInterrupt:
-        click.echo("metastack bench bootstorm: interrupted; everything was removed", err=True)
-        sys.exit(130)
-    finally:
-        signal.signal(signal.SIGTERM, previous)
     write_outputs(report, json_path, plot_path)
     click.echo(_table(report))
     failed = report["errors"] or report["crawls_complete"] < instances
     sys.exit(1 if failed or not report["sequence_ok"] else 0)
+
+
+RESULTS = Path("docs/bench")
+
+
+@bench_command.command("chain")
+@click.option(
+    "--duration", type=int, default=8, show_default=True, help="Seconds per run (max 30)."
+)
+@click.option(
+    "--concurrency",
+    default="1,10,100",
+    show_default=True,
+    callback=_levels,
+    help="Comma-separated levels.",
+)
+@click.option("--paths", default="dhcp,router", show_default=True, help="dhcp and/or router.")
+@click.option("--api-workers", type=int, default=2, show_default=True)
+@click.option("--close", is_flag=True, help="A new connection per request (as cloud-init).")
+@click.option(
+    "--wait-quiet",
+    type=float,
+    default=30.0,
+    show_default=True,
+    help="Before each run, wait up to this many seconds for other load to fall away.",
+)
+@click.option(
+    "--output",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=RESULTS / "chain.json",
+    show_default=True,
+)
+def chain_command(
+    duration: int,
+    concurrency: tuple[int, ...],
+    paths: str,
+    api_workers: int,
+    close: bool,
+    wait_quiet: float,
+    output: Path,
+) -> None:
+    """The whole chain: wrk in a guest namespace -> proxy -> agent -> API.
+
+    About a minute: req/s, latency, errors, CPU per request and RSS of every process, on
+    the DHCP and the router path; removes everything it made."""
+    from metastack.bench.chain import Options, run_chain
+
+    chosen = tuple(p.strip() for p in paths.split(",") if p.strip())
+    with _guarded("chain"):
+        run_chain(Options(duration, concurrency, chosen, api_workers, close, wait_quiet, output))
+
+
+@bench_command.command("metadata-api")
+@click.option("--duration", type=int, default=10, show_default=True, help="seconds per run")
+@click.option("--workers", type=int, default=2, show_default=True)
+@click.option("--instances", type=int, default=100, show_default=True)
+@click.option(
+    "--json",
+    "json_path",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=RESULTS / "metadata_api.json",
+    show_default=True,
+)
+def metadata_api_command(duration: int, workers: int, instances: int, json_path: Path) -> None:
+    """The metadata API alone: signed requests from wrk.
+
+    Concurrency 10 and 100, SQLite, documents cached; needs no root."""
+    from metastack.bench.metadata_api import Options, run_metadata_api
+
+    with _guarded("metadata-api"):
+        run_metadata_api(Options(duration, workers, instances, json_path))
+
+
+@bench_command.command("agent-load", cls=SeveralValues)
+@click.option("--requests", type=int, default=20000, show_default=True, help="requests per run")
+@click.option(
+    "--concurrency",
+    default="1,10,100",
+    show_default=True,
+    callback=_levels,
+    help="Levels, space- or comma-separated: --concurrency 1 10 100.",
+)
+@click.option(
+    "--rounds",
+    type=click.IntRange(1, clamp=True),
+    default=3,
+    show_default=True,
+    help="runs per concurrency",
+)
+@click.option("--max-seconds", type=float, default=30.0, show_default=True, help="cap per run")
+@click.option(
+    "--cache-expiration", type=float, default=60.0, show_default=True, help="0 = no cache"
+)
+@click.option(
+    "--loop", type=click.Choice(["uvloop", "asyncio"]), default="uvloop", show_default=True
+)
+@click.option(
+    "--py-spy",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="profile output (.raw or speedscope)",
+)
+@click.option(
+    "--api",
+    type=click.Choice(["lean", "aiohttp"]),
+    default="lean",
+    show_default=True,
+    help="metadata API stand-in: lean (http11, cheap) or aiohttp",
+)
+@click.option(
+    "--agent-src",
+    type=click.Path(file_okay=False, path_type=Path),
+    help="run the agent from this src/ instead",
+)
+def agent_load_command(
+    requests: int,
+    concurrency: tuple[int, ...],
+    rounds: int,
+    max_seconds: float,
+    cache_expiration: float,
+    loop: str,
+    py_spy: Path | None,
+    api: str,
+    agent_src: Path | None,
+) -> None:
+    """The metadata agent alone, over its unix socket.
+
+    In front of stand-in APIs: req/s, p50/p99, errors, agent CPU per request and RSS (the
+    median of --rounds runs); needs no root."""
+    from metastack.bench.agent_load import Options, run_agent_load
+
+    options = Options(
+        requests,
+        concurrency,
+        rounds,
+        max_seconds,
+        cache_expiration,
+        cast(Literal["uvloop", "asyncio"], loop),
+        py_spy,
+        cast(Literal["lean", "aiohttp"], api),
+        agent_src,
+    )
+    with _guarded("agent-load"):
+        run_agent_load(options)
+
+
+@bench_command.command("proxy-listeners")
+@click.option("--count", type=int, default=1000, show_default=True, help="listeners (max 5000)")
+@click.option("--wrk-seconds", type=int, default=0, show_default=True, help="0 = no load test")
+@click.option(
+    "--event-loop",
+    type=click.Choice(["auto", "asyncio", "uvloop"]),
+    default="auto",
+    show_default=True,
+)
+def proxy_listeners_command(count: int, wrk_seconds: int, event_loop: str) -> None:
+    """One proxy process, a listener in each of COUNT namespaces.
+
+    Its RSS, and req/s through one of them with --wrk-seconds; removes what it made."""
+    from metastack.bench.proxy_listeners import run_proxy_listeners
+
+    _need_root("proxy-listeners", "network namespaces")
+    with _guarded("proxy-listeners"):
+        results = run_proxy_listeners(max(1, min(count, 5000)), min(wrk_seconds, 60), event_loop)
+    click.echo(json.dumps(results, indent=2))
+
+
+@bench_command.command("soak")
+@click.option(
+    "--duration",
+    type=click.FloatRange(0, 4 * 3600, min_open=True),
+    default=1800.0,
+    show_default=True,
+    help="measured seconds",
+)
+@click.option(
+    "--warmup",
+    type=click.FloatRange(0, 600),
+    default=75.0,
+    show_default=True,
+    help="seconds of load before the first sample (longer than the agent's cache lifetime)",
+)
+@click.option(
+    "--rate",
+    type=click.FloatRange(0, min_open=True),
+    help="total req/s [default: measured max x --fraction]",
+)
+@click.option("--fraction", type=float, default=0.5, show_default=True, help="of the measured max")
+@click.option("--sample-every", type=float, default=30.0, show_default=True)
+@click.option("--max-growth", type=float, default=10.0, show_default=True, help="percent")
+@click.option("--timeout", type=float, default=20.0, show_default=True, help="seconds per request")
+@click.option(
+    "--json",
+    "json_path",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=RESULTS / "soak.json",
+    show_default=True,
+    help="where the report goes",
+)
+def soak_command(
+    duration: float,
+    warmup: float,
+    rate: float | None,
+    fraction: float,
+    sample_every: float,
+    max_growth: float,
+    timeout: float,
+    json_path: Path,
+) -> None:
+    """Half the maximum through the whole chain, for long: no error, no growth.
+
+    From two demo guests for --duration seconds; fails (exit 1) on any error, restart, or
+    RSS or descriptor growth over --max-growth percent; exit 2 when it could not run."""
+    from metastack.bench.soak import Options, run_soak
+
+    options = Options(
+        duration, warmup, rate, fraction, sample_every, max_growth, timeout, json_path
+    )
+    sys.exit(run_soak(options))

@@ -25,7 +25,10 @@ class Site:
 
 
 def render(site: Site, agent_socket: str, pidfile: Path, user: str, group: str) -> str:
-    """neutron's haproxy template (OPENSTACK.md C.2), line for line."""
+    """neutron's haproxy template, line for line.
+
+    Described in docs/wire-contracts.md#upstream-haproxy.
+    """
     other = "Router" if site.kind == "Network" else "Network"
     return f"""global
     log /dev/log local0 info

@@ -60,7 +60,10 @@ MISSING: Final = Missing()
 
 @dataclass(frozen=True, slots=True)
 class PasswordFile:
-    """`/openstack/<v>/password`: the server handles GET and POST itself (spec A.7)."""
+    """`/openstack/<v>/password`: the server handles GET and POST itself.
+
+    The contract: docs/wire-contracts.md#password.
+    """
 
     password: str  # the stored password, served by GET (may be empty)
     content_type: str = TEXT_HTML

@@ -1,4 +1,7 @@
-"""Desired state, purely from control-API objects, by the dhcp/l3 agents' rules (C.4-C.8)."""
+"""Desired state, purely from control-API objects, by the dhcp/l3 agents' rules.
+
+The rules: docs/wire-contracts.md#reaching-the-metadata-address.
+"""
 
 from __future__ import annotations
 
@@ -103,7 +106,10 @@ def isolated_subnets(network: Network) -> dict[str, bool]:
 
 
 def serves_metadata(network: Network, config: NetagentConfig) -> bool:
-    """Whether the DHCP namespace runs a metadata listener (dhcp agent's rule, C.6)."""
+    """Whether the DHCP namespace runs a metadata listener (the dhcp agent's rule).
+
+    The rule: docs/wire-contracts.md#when-a-dhcp-namespace-serves-metadata.
+    """
     subnets = dhcp_subnets(network)
     if not subnets:
         return False
@@ -125,7 +131,10 @@ def _gateway(subnet: Subnet) -> str | None:
 def metadata_next_hop(
     subnet: Subnet, isolated: bool, dhcp_ip: str | None, config: NetagentConfig
 ) -> str | None:
-    """Next hop of the 169.254.169.254/32 route pushed to guests of a subnet (C.8)."""
+    """Next hop of the 169.254.169.254/32 route pushed to guests of a subnet.
+
+    The rule: docs/wire-contracts.md#dhcp-option-121.
+    """
     if config.force_metadata or (isolated and config.enable_isolated_metadata):
         return dhcp_ip
     gateway = _gateway(subnet)

@@ -19,9 +19,9 @@ from metastack.store.ipam import (
     is_usable_host,
     next_free_address,
 )
+from metastack.store.rows import get_row
 from metastack.store.schema import FixedIpRow, NetworkRow, PortRow, SubnetRow, utcnow
 from metastack.store.specs import FixedIpSpec, PortCreate, PortUpdate
-from metastack.store.topology import get_row
 from metastack.store.tx import Tx
 from metastack.store.views import FixedIpView, PortView
 

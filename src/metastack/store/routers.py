@@ -10,9 +10,9 @@ from sqlalchemy.orm import Session
 
 from metastack.errors import Conflict, InvalidInput, NotFound
 from metastack.store.ports import ROUTER_INTERFACE, create_port, delete_port, fixed_ips_of
+from metastack.store.rows import get_row
 from metastack.store.schema import PortRow, RouterRow, SubnetRow, utcnow
 from metastack.store.specs import FixedIpSpec, InterfaceAdd, PortCreate, RouterCreate, RouterUpdate
-from metastack.store.topology import get_row
 from metastack.store.tx import Tx
 from metastack.store.views import RouterInterfaceView, RouterView
 

@@ -16,6 +16,7 @@ from metastack.store.base import Change
 from metastack.store.engine import WRITE_OPTION, create_engine_for
 from metastack.store.fields import canonical_ip
 from metastack.store.ports import ROUTER_INTERFACE, PortFilter
+from metastack.store.rows import get_row
 from metastack.store.schema import (
     ChangeRow,
     FixedIpRow,
@@ -162,7 +163,7 @@ class SqlStore:
     def get_project(self, project_id: str) -> ProjectView:
         """One project, or NotFound."""
         return self._read(
-            lambda s: topology.project_view(topology.get_row(s, ProjectRow, project_id, "project"))
+            lambda s: topology.project_view(get_row(s, ProjectRow, project_id, "project"))
         )
 
     def update_project(self, project_id: str, spec: ProjectUpdate) -> ProjectView:
@@ -191,7 +192,7 @@ class SqlStore:
         """One network, or NotFound."""
 
         def work(session: Session) -> NetworkView:
-            row = topology.get_row(session, NetworkRow, network_id, "network")
+            row = get_row(session, NetworkRow, network_id, "network")
             return topology.network_views(session, [row])[0]
 
         return self._read(work)
@@ -217,7 +218,7 @@ class SqlStore:
     def get_subnet(self, subnet_id: str) -> SubnetView:
         """One subnet, or NotFound."""
         return self._read(
-            lambda s: topology.subnet_view(topology.get_row(s, SubnetRow, subnet_id, "subnet"))
+            lambda s: topology.subnet_view(get_row(s, SubnetRow, subnet_id, "subnet"))
         )
 
     def update_subnet(self, subnet_id: str, spec: SubnetUpdate) -> SubnetView:
@@ -244,7 +245,7 @@ class SqlStore:
         """One router with its interfaces, or NotFound."""
 
         def work(session: Session) -> RouterView:
-            row = topology.get_row(session, RouterRow, router_id, "router")
+            row = get_row(session, RouterRow, router_id, "router")
             return routers.router_views(session, [row])[0]
 
         return self._read(work)
@@ -283,7 +284,7 @@ class SqlStore:
         """One port, or NotFound."""
 
         def work(session: Session) -> PortView:
-            row = topology.get_row(session, PortRow, port_id, "port")
+            row = get_row(session, PortRow, port_id, "port")
             return ports.port_views(session, [row])[0]
 
         return self._read(work)
@@ -300,7 +301,7 @@ class SqlStore:
         """Remove a port; a router interface is removed through its router."""
 
         def work(tx: Tx) -> None:
-            row = topology.get_row(tx.session, PortRow, port_id, "port")
+            row = get_row(tx.session, PortRow, port_id, "port")
             if row.device_owner == ROUTER_INTERFACE:
                 raise Conflict(f"port {port_id} is a router interface: remove it from the router")
             ports.delete_port(tx, row)

@@ -5,15 +5,16 @@ from __future__ import annotations
 import ipaddress
 import uuid
 from collections.abc import Sequence
-from typing import Any, TypeVar
+from typing import Any
 
 from sqlalchemy import delete, exists, select
 from sqlalchemy.orm import Session
 
-from metastack.errors import Conflict, InvalidInput, NotFound
+from metastack.errors import Conflict, InvalidInput
 from metastack.store.ipam import in_subnet
+from metastack.store.ports import delete_port
+from metastack.store.rows import ensure_new, get_row
 from metastack.store.schema import (
-    Base,
     FixedIpRow,
     InstanceRow,
     NetworkRow,
@@ -34,22 +35,6 @@ from metastack.store.specs import (
 from metastack.store.tx import Tx
 from metastack.store.views import NetworkView, ProjectView, SubnetView
 
-R = TypeVar("R", bound=Base)
-
-
-def get_row(session: Session, row_type: type[R], key: str, what: str, field: str = "") -> R:
-    """The row with primary key `key`, or NotFound naming `field` (when given) and the object."""
-    row = session.get(row_type, key)
-    if row is None:
-        prefix = f"{field}: " if field else ""
-        raise NotFound(f"{prefix}{what} {key} not found")
-    return row
-
-
-def _ensure_new(session: Session, row_type: type[Base], key: str, what: str) -> None:
-    if session.get(row_type, key) is not None:
-        raise Conflict(f"id: a {what} with id {key} exists")
-
 
 def project_view(row: ProjectRow) -> ProjectView:
     """The API view of a project row."""
@@ -61,7 +46,7 @@ def project_view(row: ProjectRow) -> ProjectView:
 def create_project(tx: Tx, spec: ProjectCreate) -> ProjectView:
     """Add a project."""
     project_id = spec.id or uuid.uuid4().hex
-    _ensure_new(tx.session, ProjectRow, project_id, "project")
+    ensure_new(tx.session, ProjectRow, project_id, "project")
     row = ProjectRow(
         id=project_id, name=spec.name, description=spec.description, created_at=utcnow()
     )
@@ -121,7 +106,7 @@ def network_views(session: Session, rows: Sequence[NetworkRow]) -> list[NetworkV
 def create_network(tx: Tx, spec: NetworkCreate) -> NetworkView:
     """Add a network."""
     network_id = spec.id or str(uuid.uuid4())
-    _ensure_new(tx.session, NetworkRow, network_id, "network")
+    ensure_new(tx.session, NetworkRow, network_id, "network")
     row = NetworkRow(id=network_id, name=spec.name, project_id=spec.project_id, mtu=spec.mtu)
     row.created_at = utcnow()
     row.created_revision = tx.record(
@@ -146,8 +131,6 @@ SERVICE_PORT_OWNERS = ("network:dhcp",)
 
 def delete_network(tx: Tx, network_id: str) -> None:
     """Remove a network whose only ports are its DHCP ports; subnets and those ports go too."""
-    from metastack.store.ports import delete_port  # ports builds on this module
-
     row = get_row(tx.session, NetworkRow, network_id, "network")
     in_use = exists().where(
         PortRow.network_id == network_id, PortRow.device_owner.not_in(SERVICE_PORT_OWNERS)
@@ -222,7 +205,7 @@ def create_subnet(tx: Tx, spec: SubnetCreate) -> SubnetView:
     """Add a subnet to a network; its CIDR may not overlap another subnet of that network."""
     network = get_row(tx.session, NetworkRow, spec.network_id, "network", "network_id")
     subnet_id = spec.id or str(uuid.uuid4())
-    _ensure_new(tx.session, SubnetRow, subnet_id, "subnet")
+    ensure_new(tx.session, SubnetRow, subnet_id, "subnet")
     new = ipaddress.ip_network(spec.cidr)
     for other in tx.session.scalars(select(SubnetRow).where(SubnetRow.network_id == network.id)):
         if other.ip_version == new.version and _overlaps(spec.cidr, other.cidr):

@@ -1,4 +1,4 @@
-"""Fake control API and fake metadata API for agent tests and the agent benchmark."""
+"""Fake control API and fake metadata API for the agent tests."""
 
 from __future__ import annotations
 

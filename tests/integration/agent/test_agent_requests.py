@@ -19,7 +19,8 @@ from metastack.agent.config import AgentConfig
 from metastack.agent.server import RunningAgent, running
 
 CONTRACT = {"x-forwarded-for", "x-instance-id", "x-tenant-id", "x-instance-id-signature"}
-# What aiohttp's client adds on its own (B.4: "plus what the HTTP client adds itself").
+# What aiohttp's client adds on its own, beside the chain's headers
+# (docs/wire-contracts.md#request-to-the-metadata-api).
 CLIENT_ADDED = {"host", "user-agent", "accept", "accept-encoding", "content-length"}
 
 

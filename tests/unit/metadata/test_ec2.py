@@ -1,4 +1,7 @@
-"""The EC2-compatible tree: keys, version gating, listings and quirks (spec A.5)."""
+"""The EC2-compatible tree: keys, version gating, listings and quirks.
+
+The contract: docs/wire-contracts.md#ec2-tree.
+"""
 
 from __future__ import annotations
 

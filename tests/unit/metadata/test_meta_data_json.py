@@ -1,4 +1,7 @@
-"""meta_data.json byte for byte: key order, per-version keys and devices (spec A.6)."""
+"""meta_data.json byte for byte: key order, per-version keys and devices.
+
+The contract: docs/wire-contracts.md#openstack-meta-data.
+"""
 
 from __future__ import annotations
 

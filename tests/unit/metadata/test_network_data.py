@@ -1,4 +1,7 @@
-"""network_data.json byte for byte: links, networks, routes and DNS (spec A.6)."""
+"""network_data.json byte for byte: links, networks, routes and DNS.
+
+The contract: docs/wire-contracts.md#network-data.
+"""
 
 from __future__ import annotations
 

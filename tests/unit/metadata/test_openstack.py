@@ -1,4 +1,8 @@
-"""The OpenStack tree: versions, listings, files and their gating (spec A.6, A.8)."""
+"""The OpenStack tree: versions, listings, files and their gating.
+
+The contract: docs/wire-contracts.md#openstack-tree and
+docs/wire-contracts.md#content-types.
+"""
 
 from __future__ import annotations
 

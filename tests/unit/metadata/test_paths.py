@@ -1,4 +1,7 @@
-"""Path normalisation, tree selection and the EC2 version list (spec A.2, A.4)."""
+"""Path normalisation, tree selection and the EC2 version list.
+
+The contract: docs/wire-contracts.md#dispatch and docs/wire-contracts.md#paths.
+"""
 
 from __future__ import annotations
 

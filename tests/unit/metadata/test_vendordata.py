@@ -1,4 +1,7 @@
-"""vendor_data2.json merging and the dynamic vendordata request body (spec A.10)."""
+"""vendor_data2.json merging and the dynamic vendordata request body.
+
+The contract: docs/wire-contracts.md#vendor-data.
+"""
 
 from __future__ import annotations
 

@@ -1,4 +1,8 @@
-"""Desired state from control-API objects: upstream's metadata route rules (C.6, C.8)."""
+"""Desired state from control-API objects: upstream's metadata route rules.
+
+The rules: docs/wire-contracts.md#when-a-dhcp-namespace-serves-metadata and
+docs/wire-contracts.md#dhcp-option-121.
+"""
 
 from __future__ import annotations
 

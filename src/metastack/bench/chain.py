@@ -1,41 +1,45 @@
-"""Bounded benchmark of the whole path: wrk in a guest namespace -> proxy -> agent -> API.
+"""`bench chain`: the whole path, wrk in a guest namespace -> proxy -> agent -> API, bounded.
 
-Run as root: `.venv/bin/python bench/chain.py` (about a minute; `--help` for options).
+Run as root: `metastack bench chain` (about a minute; `--help` for options).
 Builds one network with a DHCP namespace, a router and a guest per metadata path, starts
 `metastack api` (2 workers), `agent` and `proxy` through the CLI, creates the guest's
 instance, then runs `ip netns exec <guest> wrk` against http://169.254.169.254 at each
 concurrency for a fixed time, alternating `/openstack/latest/meta_data.json` with an
 EC2 leaf. Prints req/s, latency percentiles, errors, and for every process its CPU
 (user + system from /proc/PID/stat), CPU per request and RSS; writes the same to
-bench/results/chain.json. Removes every namespace, process and file it made.
+docs/bench/chain.json (or `--output FILE`). Removes every namespace, process and file it made.
 """
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import re
 import secrets
 import shutil
 import subprocess
-import sys
 import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import metastack
+from metastack.bench.source import source_state
+from metastack.errors import MetastackError
 from metastack.lab import Lab
 from metastack.lab.chain import Chain, sample_process
 
-RESULTS = Path(__file__).parent / "results" / "chain.json"
+RESULTS = Path("docs/bench/chain.json")
 PATHS = ("/openstack/latest/meta_data.json", "/latest/meta-data/instance-id")
 TARGETS = {"c100_req_s": 3000, "c100_p99_ms": 50.0, "agent_rss_mb": 60.0}
 CIDR = "10.78.0.0/24"
 UNITS = {"us": 1e-3, "ms": 1.0, "s": 1e3, "m": 60e3}
 CPUS = os.cpu_count() or 1
+
+
+class ChainError(MetastackError):
+    """The chain could not be measured (missing tools, a failed step)."""
+
 
 # Each wrk connection walks the paths in turn, starting at a different one.
 WRK_SCRIPT = """
@@ -56,22 +60,6 @@ class Topology:
     lab: Lab
     guests: dict[str, str]  # path name ("dhcp", "router") -> guest namespace
     instances: dict[str, dict[str, Any]]
-
-
-def source_state() -> dict[str, Any]:
-    """Which metastack was measured: its folder, this tree's commit and uncommitted src files."""
-    root = Path(__file__).resolve().parent.parent
-
-    def git(*args: str) -> str:
-        done = subprocess.run(["git", "-C", str(root), *args], capture_output=True, text=True)
-        return done.stdout.rstrip("\n") if done.returncode == 0 else ""
-
-    package = Path(metastack.__file__).resolve().parent
-    state: dict[str, Any] = {"package": str(package), "commit": git("rev-parse", "HEAD")}
-    if package.is_relative_to(root):
-        dirty = git("status", "--porcelain", "--", "src").splitlines()
-        state["uncommitted_src"] = [line[3:] for line in dirty]
-    return state
 
 
 def build(lab: Lab, chain: Chain) -> Topology:
@@ -110,7 +98,7 @@ def build(lab: Lab, chain: Chain) -> Topology:
         ]
     )  # fmt: skip
     if status != 200 or answer["failed"]:
-        raise RuntimeError(f"proxy listeners: {status} {answer}")
+        raise ChainError(f"proxy listeners: {status} {answer}")
     topology = Topology(lab, {k: g.netns for k, g in guests.items()}, instances)
     for name, netns in topology.guests.items():  # the guest must get its own document
         out = subprocess.run(
@@ -129,7 +117,7 @@ def build(lab: Lab, chain: Chain) -> Topology:
             text=True,
         ).stdout
         if not out or json.loads(out)["uuid"] != instances[name]["uuid"]:
-            raise RuntimeError(f"{name} guest does not get its own metadata: {out!r}")
+            raise ChainError(f"{name} guest does not get its own metadata: {out!r}")
     return topology
 
 
@@ -218,7 +206,7 @@ def load(
         out.seek(0)
         text = out.read()
     if proc.returncode != 0:
-        raise RuntimeError(f"wrk failed ({proc.returncode}): {text}")
+        raise ChainError(f"wrk failed ({proc.returncode}): {text}")
     result = parse_wrk(text)
     result["wrk_output"] = text
     return result, usage.ru_utime + usage.ru_stime
@@ -241,7 +229,7 @@ def measure(
     for role, first in before.items():
         last = after[role]
         if first is None or last is None:
-            raise RuntimeError(f"{role} (pid {named[role]}) exited during the run")
+            raise ChainError(f"{role} (pid {named[role]}) exited during the run")
         used = last.cpu_seconds - first.cpu_seconds
         cpu[role] = {
             "cpu_s": round(used, 2),
@@ -302,37 +290,34 @@ def report_line(path: str, run: dict[str, Any]) -> str:
     return " | ".join(parts) + f"\n           cpu: {cpu}\n           {summary}"
 
 
-def main() -> int:
-    """Build, load, report, clean up."""
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--duration", type=int, default=8, help="Seconds per run (max 30).")
-    parser.add_argument("--concurrency", default="1,10,100", help="Comma-separated levels.")
-    parser.add_argument("--paths", default="dhcp,router", help="dhcp and/or router.")
-    parser.add_argument("--api-workers", type=int, default=2)
-    parser.add_argument(
-        "--close", action="store_true", help="A new connection per request (as cloud-init)."
-    )
-    parser.add_argument(
-        "--wait-quiet",
-        type=float,
-        default=30.0,
-        help="Before each run, wait up to this many seconds for other load to fall away.",
-    )
-    parser.add_argument("--output", type=Path, default=RESULTS)
-    args = parser.parse_args()
+@dataclass(frozen=True)
+class Options:
+    """What `metastack bench chain` was asked to do."""
+
+    duration: int = 8
+    concurrency: tuple[int, ...] = (1, 10, 100)
+    paths: tuple[str, ...] = ("dhcp", "router")
+    api_workers: int = 2
+    close: bool = False
+    wait_quiet: float = 30.0
+    output: Path = RESULTS
+
+
+def run_chain(options: Options) -> dict[str, Any]:
+    """Build, load, report, clean up; the report (also written to `options.output`)."""
     if os.geteuid() != 0 or not shutil.which("wrk") or not shutil.which("ip"):
-        print("bench/chain.py needs root, ip and wrk", file=sys.stderr)
-        return 2
-    seconds = max(1, min(args.duration, 30))
-    levels = [int(c) for c in args.concurrency.split(",")]
-    chosen = [p.strip() for p in args.paths.split(",") if p.strip()]
+        raise ChainError("needs root, ip and wrk")
+    unknown = set(options.paths) - {"dhcp", "router"}
+    if unknown:
+        raise ChainError(f"--paths: unknown {', '.join(sorted(unknown))} (dhcp, router)")
+    seconds = max(1, min(options.duration, 30))
 
     run_id = secrets.token_hex(3)
     workdir = Path(tempfile.mkdtemp(prefix=f"ms-{run_id}-bench-"))
     lab = Lab(run_id)
     chain = Chain(
         workdir,
-        api_workers=args.api_workers,
+        api_workers=options.api_workers,
         agent_log_level="WARNING",
         proxy={"log_level": "warning"},
     )
@@ -343,21 +328,21 @@ def main() -> int:
         "source": source_state(),
         "paths": list(PATHS),
         "duration_s": seconds,
-        "api_workers": args.api_workers,
-        "new_connection_per_request": args.close,
+        "api_workers": options.api_workers,
+        "new_connection_per_request": options.close,
         "targets": TARGETS,
         "runs": {},
     }
     try:
         chain.start()
         topology = build(lab, chain)
-        for path in chosen:
+        for path in options.paths:
             netns = topology.guests[path]
-            load(netns, 10, 1, script, args.close)  # warm caches and connection pools
+            load(netns, 10, 1, script, options.close)  # warm caches and connection pools
             runs = []
-            for concurrency in levels:
-                quiet = wait_quiet(args.wait_quiet)
-                run = measure(chain, netns, concurrency, seconds, script, args.close)
+            for concurrency in options.concurrency:
+                quiet = wait_quiet(options.wait_quiet)
+                run = measure(chain, netns, concurrency, seconds, script, options.close)
                 run["background_cores_before"] = quiet
                 print(report_line(path, run), flush=True)
                 run.pop("wrk_output")
@@ -372,24 +357,25 @@ def main() -> int:
         lab.cleanup()
         shutil.rmtree(workdir, ignore_errors=True)
 
-    verdicts = {}
-    for path, runs in report["runs"].items():
-        c100 = next((run for run in runs if run["concurrency"] == 100), None)
+    report["verdicts"] = verdicts(report["runs"])
+    print("targets:", json.dumps(report["verdicts"]))
+    options.output.parent.mkdir(parents=True, exist_ok=True)
+    options.output.write_text(json.dumps(report, indent=2) + "\n")
+    print(f"wrote {options.output}")
+    return report
+
+
+def verdicts(runs: dict[str, list[dict[str, Any]]]) -> dict[str, dict[str, bool]]:
+    """Per path, each target met or not at concurrency 100 (paths without that run: none)."""
+    found = {}
+    for path, path_runs in runs.items():
+        c100 = next((run for run in path_runs if run["concurrency"] == 100), None)
         if c100 is None:
             continue
-        verdicts[path] = {
+        found[path] = {
             "c100_req_s": c100.get("req_s", 0) >= TARGETS["c100_req_s"],
             "c100_no_errors": not c100["errors"],
             "c100_p99_ms": c100.get("p99_ms", 1e9) < TARGETS["c100_p99_ms"],
             "agent_rss_mb": c100["processes"]["agent"]["peak_rss_mb"] < TARGETS["agent_rss_mb"],
         }
-    report["verdicts"] = verdicts
-    print("targets:", json.dumps(verdicts))
-    args.output.parent.mkdir(parents=True, exist_ok=True)
-    args.output.write_text(json.dumps(report, indent=2) + "\n")
-    print(f"wrote {args.output}")
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())
+    return found

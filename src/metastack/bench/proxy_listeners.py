@@ -1,17 +1,16 @@
-"""Bounded benchmark: one proxy process holding N namespace listeners; prints RSS (and req/s).
+"""`bench proxy-listeners`: one proxy process holding N namespace listeners; RSS (and req/s).
 
-Run as root: `.venv/bin/python bench/proxy_listeners.py --count 1000 --wrk-seconds 5`.
+Run as root: `metastack bench proxy-listeners --count 1000 --wrk-seconds 5`.
 Creates namespaces `ms-<run>-l<i>` (loopback only), starts `metastack proxy` with a
 control socket, installs one listener per namespace on 169.254.169.254:80 with a single
 PUT, checks a few of them from inside their namespace, optionally runs wrk (c=100) in
-one namespace against a minimal stand-in agent, and removes everything it made.
+one namespace against a minimal stand-in agent, prints the results as JSON, and removes
+everything it made.
 """
 
 from __future__ import annotations
 
-import argparse
 import asyncio
-import json
 import os
 import secrets
 import shutil
@@ -22,11 +21,17 @@ import threading
 import time
 from pathlib import Path
 
+from metastack.errors import MetastackError
 from metastack.lab import Lab
 from metastack.netns.apply import apply
 from metastack.netns.exec import run as run_command
 from metastack.netns.plan import AddAddress
 from metastack.proxy.client import ControlClient
+
+
+class ProxyListenersError(MetastackError):
+    """The proxy did not start, or a listener did not answer."""
+
 
 REPLY = b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: 3\r\n\r\nok\n"
 
@@ -59,7 +64,7 @@ def rss_kib(pid: int) -> int:
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
         if line.startswith("VmRSS:"):
             return int(line.split()[1])
-    raise RuntimeError("no VmRSS")
+    raise ProxyListenersError("no VmRSS")
 
 
 def cpu_seconds(pid: int) -> float:
@@ -67,7 +72,8 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def run(count: int, wrk_seconds: int, event_loop: str) -> dict[str, object]:
+def run_proxy_listeners(count: int, wrk_seconds: int, event_loop: str) -> dict[str, object]:
+    """Namespaces, listeners, a check of three and optionally a wrk run; the figures."""
     results: dict[str, object] = {"listeners": count, "event_loop": event_loop}
     workdir = Path(tempfile.mkdtemp(prefix="ms-bench-"))
     proxy: subprocess.Popen[bytes] | None = None
@@ -86,7 +92,7 @@ def run(count: int, wrk_seconds: int, event_loop: str) -> dict[str, object]:
         deadline = time.monotonic() + 20
         while not ctl.exists():
             if proxy.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError("proxy did not start")
+                raise ProxyListenersError("proxy did not start")
             time.sleep(0.05)
         results["rss_idle_mib"] = round(rss_kib(proxy.pid) / 1024, 1)
         specs = [
@@ -97,7 +103,7 @@ def run(count: int, wrk_seconds: int, event_loop: str) -> dict[str, object]:
         status, doc = ControlClient(str(ctl)).replace(specs)
         results["listeners_add_s"] = round(time.monotonic() - started, 2)
         if status != 200 or doc["failed"] or len(doc["listeners"]) != count:
-            raise RuntimeError(f"PUT /listeners: {status} {doc.get('failed', doc)!r:.300}")
+            raise ProxyListenersError(f"PUT /listeners: {status} {doc.get('failed', doc)!r:.300}")
         results["rss_mib"] = round(rss_kib(proxy.pid) / 1024, 1)
         sample = [names[0], names[count // 2], names[-1]]
         apply(AddAddress(n, "lo", "169.254.169.254/32") for n in sample)
@@ -105,7 +111,7 @@ def run(count: int, wrk_seconds: int, event_loop: str) -> dict[str, object]:
             url = "http://169.254.169.254/latest/meta-data/"
             done = run_command(["ip", "netns", "exec", name, "curl", "-sf", "-m", "5", url])
             if done.stdout != "ok\n":
-                raise RuntimeError(f"listener in {name} answered {done.stdout!r}")
+                raise ProxyListenersError(f"listener in {name} answered {done.stdout!r}")
         if wrk_seconds and shutil.which("wrk"):
             cpu = cpu_seconds(proxy.pid)
             url = "http://169.254.169.254/latest/meta-data/"
@@ -130,19 +136,3 @@ def run(count: int, wrk_seconds: int, event_loop: str) -> dict[str, object]:
         results["netns_delete_s"] = round(time.monotonic() - started, 2)
         shutil.rmtree(workdir, ignore_errors=True)
     return results
-
-
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--count", type=int, default=1000, help="listeners (max 5000)")
-    parser.add_argument("--wrk-seconds", type=int, default=0, help="0 = no load test")
-    parser.add_argument("--event-loop", choices=["auto", "asyncio", "uvloop"], default="auto")
-    args = parser.parse_args()
-    if os.geteuid() != 0:
-        sys.exit("needs root (network namespaces)")
-    count = max(1, min(args.count, 5000))
-    print(json.dumps(run(count, min(args.wrk_seconds, 60), args.event_loop), indent=2))
-
-
-if __name__ == "__main__":
-    main()

@@ -1,37 +1,55 @@
-"""Benchmark the metadata API alone: signed requests from wrk at concurrency 10 and 100.
+"""`bench metadata-api`: the metadata API alone, signed requests from wrk at c=10 and c=100.
 
 Starts `metastack api` (SQLite in a temporary directory, N workers), creates instances
 through the control API, warms the document cache, then runs wrk against
 `/openstack/latest/meta_data.json` and an EC2 leaf, rotating over the instances with
-correctly signed headers. Prints req/s, p50/p99 and errors, and writes JSON.
+correctly signed headers. Prints req/s, p50/p99 and errors, and writes JSON
+(docs/bench/metadata_api.json unless `--json FILE`).
 
-    .venv/bin/python bench/metadata_api.py [--duration 10] [--workers 2] [--json FILE]
+    metastack bench metadata-api [--duration 10] [--workers 2] [--instances 100] [--json FILE]
 """
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import re
 import secrets
+import shutil
 import signal
 import subprocess
 import sys
 import tempfile
 import time
 import urllib.request
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from metastack.errors import MetastackError
 from metastack.identity import sign_instance_id
 
-ROOT = Path(__file__).resolve().parent.parent
+RESULTS = Path("docs/bench/metadata_api.json")
+METASTACK = str(Path(sys.executable).with_name("metastack"))
 PATHS = {
     "meta_data.json": "/openstack/latest/meta_data.json",
     "ec2 leaf": "/latest/meta-data/local-hostname",
 }
 LISTEN_RE = re.compile(r"(\w+) API listening on ([\d.]+):(\d+)")
+
+
+class MetadataApiError(MetastackError):
+    """The benchmark could not run (the API did not start, wrk is missing)."""
+
+
+@dataclass(frozen=True)
+class Options:
+    """What `metastack bench metadata-api` was asked to do."""
+
+    duration: int = 10
+    workers: int = 2
+    instances: int = 100
+    json: Path = RESULTS
 
 
 def _post(base: str, path: str, body: dict[str, Any]) -> dict[str, Any]:
@@ -58,18 +76,19 @@ def start_api(
         'metadata_listen = "127.0.0.1:0"\n'
         f"workers = {workers}\n"
     )
-    log = (workdir / "api.log").open("wb")
-    process = subprocess.Popen(
-        [str(ROOT / ".venv/bin/metastack"), "api", "--config", str(config)],
-        stdout=log,
-        stderr=subprocess.STDOUT,
-    )
+    with (workdir / "api.log").open("wb") as log:  # the child keeps its own descriptor
+        process = subprocess.Popen(
+            [METASTACK, "api", "--config", str(config)], stdout=log, stderr=subprocess.STDOUT
+        )
     urls: dict[str, str] = {}
     deadline = time.monotonic() + 30
     while len(urls) < 2:
         if process.poll() is not None or time.monotonic() > deadline:
             process.kill()
-            sys.exit("bench: metastack api did not start:\n" + (workdir / "api.log").read_text())
+            process.wait()
+            raise MetadataApiError(
+                "metastack api did not start:\n" + (workdir / "api.log").read_text()
+            )
         for name, host, port in LISTEN_RE.findall((workdir / "api.log").read_text()):
             urls[name] = f"http://{host}:{port}"
         time.sleep(0.1)
@@ -159,20 +178,17 @@ def parse_wrk(output: str) -> dict[str, float]:
     return result
 
 
-def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--duration", type=int, default=10, help="seconds per run")
-    parser.add_argument("--workers", type=int, default=2)
-    parser.add_argument("--instances", type=int, default=100)
-    parser.add_argument("--json", type=Path, default=ROOT / "bench/results/metadata_api.json")
-    args = parser.parse_args()
-
+def run_metadata_api(options: Options) -> dict[str, Any]:
+    """Start the API, create instances, run wrk per document and concurrency; the report
+    (also written to `options.json`). The API is stopped and its folder removed."""
+    if not shutil.which("wrk"):
+        raise MetadataApiError("needs wrk")
     secret = secrets.token_hex(16)
     with tempfile.TemporaryDirectory(prefix="ms-bench-") as tmp:
         workdir = Path(tmp)
-        api, urls = start_api(workdir, args.workers, secret)
+        api, urls = start_api(workdir, options.workers, secret)
         try:
-            instances = create_instances(urls["control"], args.instances)
+            instances = create_instances(urls["control"], options.instances)
             rows = []
             for label, path in PATHS.items():
                 script = workdir / "signed.lua"
@@ -188,7 +204,7 @@ def main() -> int:
                             "wrk",
                             "-t1",
                             f"-c{concurrency}",
-                            f"-d{args.duration}s",
+                            f"-d{options.duration}s",
                             "--latency",
                             "-s",
                             str(script),
@@ -214,17 +230,13 @@ def main() -> int:
                 api.kill()
                 api.wait()
     result = {
-        "workers": args.workers,
-        "instances": args.instances,
+        "workers": options.workers,
+        "instances": options.instances,
         "cpus": os.cpu_count(),
-        "duration_s": args.duration,
+        "duration_s": options.duration,
         "runs": rows,
     }
-    args.json.parent.mkdir(parents=True, exist_ok=True)
-    args.json.write_text(json.dumps(result, indent=2) + "\n")
-    print(f"wrote {args.json}")
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())
+    options.json.parent.mkdir(parents=True, exist_ok=True)
+    options.json.write_text(json.dumps(result, indent=2) + "\n")
+    print(f"wrote {options.json}")
+    return result

@@ -1,6 +1,6 @@
-"""Soak: half the measured maximum load through the whole chain for a long time, no growth.
+"""`bench soak`: half the measured maximum load through the whole chain for long, no growth.
 
-Run as root: `.venv/bin/python bench/soak.py` (30 minutes; `--duration 120` for the CI
+Run as root: `metastack bench soak` (30 minutes; `--duration 120` for the CI
 length, `--help` for options). Starts `metastack demo up` with two guests (one reaching
 169.254.169.254 through its router, one through its DHCP namespace) in a fresh folder,
 measures the chain's maximum with a short wrk run from both guests at once (or takes
@@ -12,13 +12,12 @@ descriptors of every process (api parent and workers, agent, proxy, netagent, ev
 dnsmasq), again every
 `--sample-every` seconds and at the end, while the load still runs. Passes when no
 request failed, every process kept its PID, and RSS and descriptors grew less than
-`--max-growth` percent (default 10). Writes bench/results/soak.json (or `--json FILE`);
+`--max-growth` percent (default 10). Writes docs/bench/soak.json (or `--json FILE`);
 exits 1 when the verdict fails, 2 when it could not run. Removes everything it made.
 """
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import re
@@ -32,12 +31,13 @@ from pathlib import Path
 from types import FrameType
 from typing import Any
 
+from metastack.bench.source import source_state
 from metastack.demo.state import DemoState
 from metastack.lab.chain import child_pids, sample_process
 from metastack.lab.load import GuestLoad, merge_summaries, open_fds
 from metastack.netns.dnsmasq import alive
 
-RESULTS = Path(__file__).parent / "results" / "soak.json"
+RESULTS = Path("docs/bench/soak.json")
 METASTACK = str(Path(sys.executable).with_name("metastack"))
 PATHS = ("/latest/meta-data/instance-id", "/openstack/latest/meta_data.json")
 MAX_SECONDS = 5.0  # length of each wrk run that measures the maximum
@@ -54,6 +54,20 @@ function request()
   return wrk.format("GET", paths[index])
 end
 """
+
+
+@dataclass(frozen=True)
+class Options:
+    """What `metastack bench soak` was asked to do."""
+
+    duration: float = 1800.0
+    warmup: float = WARMUP
+    rate: float | None = None  # total req/s; None: the measured maximum x fraction
+    fraction: float = 0.5
+    sample_every: float = 30.0
+    max_growth: float = 10.0
+    timeout: float = 20.0
+    json: Path = RESULTS
 
 
 class Interrupted(Exception):
@@ -74,18 +88,6 @@ class Sample:
     fds: int
     cpu_seconds: float
     at: float
-
-
-def source_state() -> dict[str, Any]:
-    """Which metastack was soaked: this tree's commit and its uncommitted src files."""
-    root = Path(__file__).resolve().parent.parent
-
-    def git(*args: str) -> str:
-        done = subprocess.run(["git", "-C", str(root), *args], capture_output=True, text=True)
-        return done.stdout.rstrip("\n") if done.returncode == 0 else ""
-
-    dirty = git("status", "--porcelain", "--", "src").splitlines()
-    return {"commit": git("rev-parse", "HEAD"), "uncommitted_src": [line[3:] for line in dirty]}
 
 
 def demo(*args: str, workdir: Path) -> str:
@@ -234,7 +236,7 @@ def verdict(
     return rows, problems
 
 
-def soak(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
+def soak(options: Options, workdir: Path) -> dict[str, Any]:
     """Bring the demo up, measure, hold the load, sample; the report."""
     print(f"starting the demo in {workdir}", file=sys.stderr)
     guests = json.loads(
@@ -246,19 +248,19 @@ def soak(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
     if paths != ["dhcp", "router"]:
         raise RuntimeError(f"expected one guest per metadata path, got {paths}")
     maximum: dict[str, Any] | None = None
-    rate = args.rate
+    rate = options.rate
     if rate is None:
         maximum = measure_max(namespaces, MAX_SECONDS)
-        rate = maximum["req_s"] * args.fraction
+        rate = maximum["req_s"] * options.fraction
         print(f"maximum {maximum['req_s']} req/s; holding {rate:.0f} req/s", file=sys.stderr)
-    total = args.warmup + args.duration
+    total = options.warmup + options.duration
     loads = [
         GuestLoad(
             namespace,
             rate=rate / len(namespaces),
             connections=CONNECTIONS,
             duration=total,
-            timeout=args.timeout,
+            timeout=options.timeout,
             paths=PATHS,
             records=False,
         ).start()
@@ -266,15 +268,15 @@ def soak(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
     ]
     try:
         started = time.monotonic()
-        time.sleep(args.warmup)
+        time.sleep(options.warmup)
         pids = roles(workdir)
         pids.update({f"load-{i + 1}": load.pid for i, load in enumerate(loads) if load.pid})
         first = sample(pids)
         timeline = [{"t": round(time.monotonic() - started, 1), **_totals(first)}]
         print(f"warm; sampled {len(first)} processes", file=sys.stderr)
-        end_at = started + total - min(5.0, args.duration / 10)  # load still running
+        end_at = started + total - min(5.0, options.duration / 10)  # load still running
         while (left := end_at - time.monotonic()) > 0:
-            time.sleep(min(args.sample_every, left))
+            time.sleep(min(options.sample_every, left))
             now = sample(pids)
             timeline.append({"t": round(time.monotonic() - started, 1), **_totals(now)})
             print(f"  {timeline[-1]}", file=sys.stderr)
@@ -285,7 +287,7 @@ def soak(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
             load.stop()
     merged = merge_summaries(summaries)
     services = {role: s for role, s in first.items() if not role.startswith("load-")}
-    rows, problems = verdict(services, last, merged, rate, args.max_growth)
+    rows, problems = verdict(services, last, merged, rate, options.max_growth)
     generators = [
         {
             "role": role,
@@ -296,15 +298,15 @@ def soak(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
         if role.startswith("load-")
     ]
     return {
-        "duration_s": args.duration,
-        "warmup_s": args.warmup,
+        "duration_s": options.duration,
+        "warmup_s": options.warmup,
         "max_measured": maximum,
         "rate_target": round(rate, 1),
         "load": merged,
         "processes": rows,
         "generators": generators,
         "timeline": timeline,
-        "max_growth_pct": args.max_growth,
+        "max_growth_pct": options.max_growth,
         "ok": not problems,
         "problems": problems,
         "source": source_state(),
@@ -344,44 +346,19 @@ def print_report(report: dict[str, Any]) -> None:
     print("PASS" if report["ok"] else "FAIL: " + "; ".join(report["problems"]), flush=True)
 
 
-def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    """Command line of the soak."""
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--duration", type=float, default=1800.0, help="measured seconds")
-    parser.add_argument(
-        "--warmup",
-        type=float,
-        default=WARMUP,
-        help="seconds of load before the first sample (longer than the agent's cache lifetime)",
-    )
-    parser.add_argument("--rate", type=float, help="total req/s (default: measured max x 0.5)")
-    parser.add_argument("--fraction", type=float, default=0.5, help="of the measured max")
-    parser.add_argument("--sample-every", type=float, default=30.0)
-    parser.add_argument("--max-growth", type=float, default=10.0, help="percent")
-    parser.add_argument("--timeout", type=float, default=20.0, help="seconds per request")
-    parser.add_argument("--json", type=Path, default=RESULTS, help="where the report goes")
-    args = parser.parse_args(argv)
-    if not 0 < args.duration <= 4 * 3600 or not 0 <= args.warmup <= 600:
-        parser.error("--duration must be in (0, 14400] and --warmup in [0, 600]")
-    if args.rate is not None and args.rate <= 0:
-        parser.error("--rate must be > 0")
-    return args
-
-
-def main(argv: list[str] | None = None) -> int:
-    """Entry point: 0 when the soak passed, 1 when it failed, 2 when it could not run."""
-    args = parse_args(argv)
+def run_soak(options: Options) -> int:
+    """0 when the soak passed, 1 when it failed, 2 when it could not run."""
     if os.geteuid() != 0:
-        print("bench/soak.py needs root (namespaces, dnsmasq)", file=sys.stderr)
+        print("metastack bench soak: needs root (namespaces, dnsmasq)", file=sys.stderr)
         return 2
     folder = Path(tempfile.mkdtemp(prefix="ms-soak-"))
     folder.chmod(0o755)  # dnsmasq runs as nobody and reads the files below it
     workdir = folder / "state"
     previous = {s: signal.signal(s, _interrupt) for s in (signal.SIGTERM, signal.SIGINT)}
     try:
-        report = soak(args, workdir)
+        report = soak(options, workdir)
     except (Interrupted, RuntimeError, subprocess.SubprocessError, OSError) as exc:
-        print(f"bench/soak.py: {exc}", file=sys.stderr)
+        print(f"metastack bench soak: {exc}", file=sys.stderr)
         return 2
     finally:
         for signum in previous:  # the cleanup is not interrupted halfway
@@ -396,12 +373,8 @@ def main(argv: list[str] | None = None) -> int:
             folder.rmdir()
         for signum, handler in previous.items():
             signal.signal(signum, handler)
-    args.json.parent.mkdir(parents=True, exist_ok=True)
-    args.json.write_text(json.dumps(report, indent=2) + "\n")
+    options.json.parent.mkdir(parents=True, exist_ok=True)
+    options.json.write_text(json.dumps(report, indent=2) + "\n")
     print_report(report)
-    print(f"written to {args.json}", file=sys.stderr)
+    print(f"written to {options.json}", file=sys.stderr)
     return 0 if report["ok"] else 1
-
-
-if __name__ == "__main__":
-    sys.exit(main())
