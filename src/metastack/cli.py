@@ -21,6 +21,7 @@ COMMANDS = {
     "db": "metastack.store.cli:db_command",
     "demo": "metastack.demo.cli:demo_command",
     "bench": "metastack.bench.cli:bench_command",
+    "config": "metastack.config_cli:config_command",
     "project": "metastack.client.cli:project",
     "network": "metastack.client.cli:network",
     "subnet": "metastack.client.cli:subnet",

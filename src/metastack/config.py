@@ -1,20 +1,33 @@
 """Typed settings per service, loaded once at the edge: TOML file, then environment, then flags.
 
 A file section `[api]` maps to :class:`ApiConfig`; `METASTACK_API_<KEY>` environment
-variables override single keys (lists and tables as JSON), flags override both.
-Option names follow OpenStack's where an OpenStack option exists.
+variables override single keys, flags override both. An environment value is the raw
+text for a scalar key (string, number, boolean; empty allowed) and JSON for a list or a
+table. Option names follow OpenStack's where an OpenStack option exists. Every field
+carries its meaning (`description`): `metastack config sample` and the README's tables
+are generated from them.
 """
 
 from __future__ import annotations
 
+import importlib.util
+import ipaddress
 import json
 import os
 import tomllib
+import types
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Literal, TypeVar
+from typing import Any, Literal, TypeVar, Union, get_args, get_origin
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from metastack.errors import ConfigError
 
@@ -24,7 +37,70 @@ VendordataProvider = Literal["StaticJSON", "DynamicJSON"]
 
 
 class _Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    # Inputs stay out of error texts: a token or secret must never reach a log.
+    model_config = ConfigDict(extra="forbid", frozen=True, hide_input_in_errors=True)
+
+
+class OptionError(ValueError):
+    """A model-level check that failed on one named option (reported as `section.key`)."""
+
+    def __init__(self, key: str, reason: str) -> None:
+        super().__init__(reason)
+        self.key = key
+
+
+def read_token_file(path: str) -> str:
+    """The token in `path`, its trailing newline stripped; OptionError if unusable."""
+    try:
+        token = Path(path).read_text(encoding="utf-8").rstrip("\r\n")
+    except OSError as exc:
+        raise OptionError("admin_token_file", f"cannot read {path}: {exc.strerror}") from None
+    except UnicodeDecodeError:
+        raise OptionError("admin_token_file", f"{path} is not UTF-8 text") from None
+    if not token:
+        raise OptionError("admin_token_file", f"{path} is empty")
+    if any(ch in token for ch in "\r\n"):
+        raise OptionError("admin_token_file", f"{path} holds more than one line")
+    return token
+
+
+def admin_token_from_file(cls: type[BaseModel], data: Any) -> Any:
+    """Before validation: fill `admin_token` from `admin_token_file` (one of them only)."""
+    if not isinstance(data, dict):
+        return data
+    path = data.get("admin_token_file")
+    if path in (None, "") or not isinstance(path, str):
+        return data  # unset, or a wrong type the field itself reports
+    if data.get("admin_token") not in (None, ""):
+        raise OptionError("admin_token_file", "admin_token is set too; keep one of them")
+    return {**data, "admin_token": read_token_file(path)}
+
+
+def single_line(value: str | None) -> str | None:
+    """A secret goes into a header line: no line breaks."""
+    if value is not None and any(ch in value for ch in "\r\n"):
+        raise ValueError("must not contain line breaks")
+    return value
+
+
+def is_loopback(host: str) -> bool:
+    """True for 127.0.0.0/8, ::1 and `localhost`; a name or any other address is not."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def missing_database_driver(url: str) -> str | None:
+    """The driver module a database URL needs and that is not installed, if any."""
+    scheme = url.partition(":")[0]
+    backend, _, driver = scheme.partition("+")
+    if backend != "postgresql":
+        return None
+    module = "psycopg2" if driver == "psycopg2" else "psycopg"
+    return module if importlib.util.find_spec(module) is None else None
 
 
 def parse_hostport(value: str, *, default_host: str = "0.0.0.0") -> tuple[str, int]:
@@ -43,13 +119,27 @@ def parse_hostport(value: str, *, default_host: str = "0.0.0.0") -> tuple[str, i
 
 
 class VendordataConfig(_Section):
-    providers: list[VendordataProvider] = ["StaticJSON"]
-    static_json: str | None = None
-    dynamic_targets: list[str] = []
-    dynamic_connect_timeout: float = Field(5.0, ge=0.1)
-    dynamic_read_timeout: float = Field(5.0, ge=0.0)
-    dynamic_ssl_certfile: str | None = None
-    dynamic_failure_fatal: bool = False
+    """Vendor data of the metadata API (nova's `[api] vendordata_*`)."""
+
+    providers: list[VendordataProvider] = Field(
+        ["StaticJSON"], description="`StaticJSON`, `DynamicJSON`"
+    )
+    static_json: str | None = Field(
+        None, description="path of the static vendor data JSON file (read once at start)"
+    )
+    dynamic_targets: list[str] = Field(
+        [], description="`name@http(s)://url` services called for `vendor_data2.json`"
+    )
+    dynamic_connect_timeout: float = Field(
+        5.0, ge=0.1, description="seconds to connect to a target; a failing target is left out"
+    )
+    dynamic_read_timeout: float = Field(
+        5.0, ge=0.0, description="seconds for a target's answer; a failing target is left out"
+    )
+    dynamic_ssl_certfile: str | None = Field(None, description="CA bundle for https targets")
+    dynamic_failure_fatal: bool = Field(
+        False, description="a failing target fails the request (503)"
+    )
 
     @field_validator("dynamic_targets")
     @classmethod
@@ -64,25 +154,75 @@ class VendordataConfig(_Section):
 class ApiConfig(_Section):
     """`metastack api`: control API and/or metadata API."""
 
-    database_url: str = f"sqlite:///{DEFAULT_STATE_PATH}/metastack.sqlite"
-    metadata_proxy_shared_secret: str = ""
-    control_listen: str = "0.0.0.0:8774"
-    metadata_listen: str = "0.0.0.0:8775"
-    enabled_apis: list[ApiName] = ["control", "metadata"]
-    workers: int = Field(default_factory=lambda: os.cpu_count() or 1, ge=1, le=64)
-    admin_token: str | None = None
-    # nova: [neutron] service_metadata_proxy. False = direct mode (instance by peer address).
-    service_metadata_proxy: bool = True
-    # Direct mode only: peers whose X-Forwarded-For is believed (addresses or CIDRs).
-    trusted_proxies: list[str] = []
-    dhcp_domain: str = "novalocal"
-    # Upper bound on a cached document's age in seconds; changes invalidate at once. 0 = no cache.
-    metadata_cache_expiration: int = Field(300, ge=0)
-    metadata_cache_size: int = Field(10000, ge=1)
-    # Render created or changed instances in the background, before their guests ask.
-    metadata_cache_prewarm: bool = True
-    max_user_data_bytes: int = Field(65535, ge=0)
-    vendordata: VendordataConfig = VendordataConfig()
+    database_url: str = Field(
+        f"sqlite:///{DEFAULT_STATE_PATH}/metastack.sqlite",
+        description="SQLAlchemy URL of the store; `postgresql+psycopg://user@host/db` for "
+        "PostgreSQL (needs the `metastack[postgresql]` extra)",
+    )
+    metadata_proxy_shared_secret: str = Field(
+        "",
+        repr=False,
+        description="HMAC key shared with the metadata agents; required with the metadata "
+        "API in proxied mode",
+    )
+    control_listen: str = Field(
+        "127.0.0.1:8774",
+        description="control API address; any other than a loopback one needs `admin_token`",
+    )
+    metadata_listen: str = Field("0.0.0.0:8775", description="metadata API address")
+    enabled_apis: list[ApiName] = Field(
+        ["control", "metadata"], description="which APIs this process serves"
+    )
+    workers: int = Field(
+        default_factory=lambda: os.cpu_count() or 1,
+        ge=1,
+        le=64,
+        description="worker processes",
+        json_schema_extra={"default_text": "number of CPUs", "example": 4},
+    )
+    admin_token: str | None = Field(
+        None,
+        repr=False,
+        description="every control-API call needs `X-Auth-Token` with this token (compared "
+        "in constant time, never logged); required unless `control_listen` is a loopback "
+        'address; `""` = none',
+    )
+    admin_token_file: str | None = Field(
+        None,
+        description="a file holding `admin_token`, read at start (trailing newline "
+        "stripped); not together with `admin_token`",
+    )
+    # nova: [neutron] service_metadata_proxy.
+    service_metadata_proxy: bool = Field(
+        True,
+        description="`true`: guests come through the metadata agents (signed headers); "
+        "`false` = direct mode, the instance is found by the peer address",
+    )
+    trusted_proxies: list[str] = Field(
+        [],
+        description="direct mode: addresses/CIDRs whose `X-Forwarded-For` is believed",
+    )
+    dhcp_domain: str = Field("novalocal", description="EC2 `hostname` suffix")
+    metadata_cache_expiration: int = Field(
+        300,
+        ge=0,
+        description="upper bound on a cached document's age (s), changes invalidate it at "
+        "once; 0 disables the cache",
+    )
+    metadata_cache_size: int = Field(10000, ge=1, description="cached instances per worker")
+    metadata_cache_prewarm: bool = Field(
+        True,
+        description="render created or changed instances in the background, before their "
+        "guests ask",
+    )
+    max_user_data_bytes: int = Field(
+        65535, ge=0, description="user data limit (base64 length, as nova)"
+    )
+    vendordata: VendordataConfig = Field(
+        VendordataConfig(), description="vendor data (`[api.vendordata]`)"
+    )
+
+    _admin_token_file = model_validator(mode="before")(admin_token_from_file)
 
     @field_validator("control_listen", "metadata_listen")
     @classmethod
@@ -97,12 +237,21 @@ class ApiConfig(_Section):
             raise ValueError("at least one of control, metadata")
         return apis
 
-    @field_validator("metadata_proxy_shared_secret")
+    @field_validator("metadata_proxy_shared_secret", "admin_token")
     @classmethod
-    def _secret_printable(cls, secret: str) -> str:
-        if any(ch in secret for ch in "\r\n"):
-            raise ValueError("must not contain line breaks")
-        return secret
+    def _single_line(cls, value: str | None) -> str | None:
+        return single_line(value)
+
+    @field_validator("database_url")
+    @classmethod
+    def _driver_installed(cls, url: str) -> str:
+        module = missing_database_driver(url)
+        if module is not None:
+            raise ValueError(
+                f"PostgreSQL needs the {module} driver, which is not installed: "
+                "pip install 'metastack[postgresql]'"
+            )
+        return url
 
 
 S = TypeVar("S", bound=_Section)
@@ -123,10 +272,25 @@ def read_toml(path: str | os.PathLike[str] | None) -> dict[str, Any]:
         raise ConfigError(f"{path}: cannot read: {exc.strerror}") from None
 
 
+def is_structured(annotation: Any) -> bool:
+    """A list or a table (a nested model, a dict), possibly optional: JSON in the environment."""
+    origin = get_origin(annotation)
+    if origin in (list, tuple, set, frozenset, dict):
+        return True
+    if origin in (Union, types.UnionType):
+        return any(is_structured(arg) for arg in get_args(annotation) if arg is not type(None))
+    return isinstance(annotation, type) and issubclass(annotation, BaseModel)
+
+
 def _env_overrides(
     section: str, model: type[_Section], environ: Mapping[str, str]
 ) -> dict[str, Any]:
-    prefix = f"METASTACK_{section.upper()}_"
+    """`METASTACK_<SECTION>_<KEY>`: JSON for lists and tables, the raw text for the rest.
+
+    A scalar's text goes to validation as is, so `""` is an empty string (which, e.g.,
+    disables the proxy's control socket) and `"5"` becomes 5 for a number.
+    """
+    prefix = f"METASTACK_{section.upper().replace('.', '_')}_"
     values: dict[str, Any] = {}
     for key, raw in environ.items():
         if not key.startswith(prefix):
@@ -134,12 +298,13 @@ def _env_overrides(
         name = key[len(prefix) :].lower()
         if name not in model.model_fields:
             raise ConfigError(f"{key}: unknown option {section}.{name}")
-        annotation = str(model.model_fields[name].annotation)
-        if raw[:1] in "[{" or "list" in annotation or "Config" in annotation:
+        if is_structured(model.model_fields[name].annotation):
             try:
                 values[name] = json.loads(raw)
             except json.JSONDecodeError as exc:
-                raise ConfigError(f"{key}: expected JSON: {exc}") from None
+                raise ConfigError(
+                    f"{key}: {section}.{name} is a list or table: expected JSON: {exc}"
+                ) from None
         else:
             values[name] = raw
     return values
@@ -173,11 +338,18 @@ def load_section(
         return model.model_validate(values)
     except ValidationError as exc:
         where = f"{path}: " if path else ""
-        problems = "; ".join(
-            f"{section}.{'.'.join(str(p) for p in err['loc'])}: {err['msg']}"
-            for err in exc.errors()
-        )
+        problems = "; ".join(_describe(section, err) for err in exc.errors())
         raise ConfigError(f"{where}{problems}") from None
+
+
+def _describe(section: str, error: Any) -> str:
+    """`section.key: reason` for one validation error (never the input value)."""
+    where = [section, *(str(part) for part in error["loc"])]
+    cause = error.get("ctx", {}).get("error")
+    if isinstance(cause, OptionError):
+        where.append(cause.key)
+        return f"{'.'.join(where)}: {cause}"
+    return f"{'.'.join(where)}: {str(error['msg']).removeprefix('Value error, ')}"
 
 
 def load_api_config(

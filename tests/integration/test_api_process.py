@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -21,6 +23,7 @@ import pytest
 from metastack.identity import sign_instance_id
 
 SECRET = "process-test-secret"
+TOKEN = "process-test-token-3f9a"
 METASTACK = str(Path(sys.executable).with_name("metastack"))
 LISTEN_RE = re.compile(r"(\w+) API listening on ([\d.]+):(\d+)")
 
@@ -69,10 +72,16 @@ def write_config(tmp_path: Path, **extra: str) -> Path:
 
 @pytest.fixture
 def api(tmp_path: Path) -> Iterator[ApiProcess]:
+    with started_api(tmp_path, write_config(tmp_path)) as process:
+        yield process
+
+
+@contextlib.contextmanager
+def started_api(tmp_path: Path, config: Path) -> Iterator[ApiProcess]:
     log = tmp_path / "api.log"
     with log.open("wb") as out:
         process = subprocess.Popen(
-            [METASTACK, "api", "--config", str(write_config(tmp_path))], stdout=out, stderr=out
+            [METASTACK, "api", "--config", str(config)], stdout=out, stderr=out
         )
     try:
         urls: dict[str, str] = {}
@@ -195,3 +204,56 @@ def test_bad_config_fails_at_start(tmp_path: Path, extra: dict[str, str], needle
     )
     assert result.returncode == 2
     assert needle in result.stderr
+
+
+def test_control_api_off_loopback_needs_a_token(tmp_path: Path) -> None:
+    with socket.socket() as probe:  # a port nothing listens on, to see that it stays so
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    config = write_config(tmp_path)
+    config.write_text(config.read_text().replace('"127.0.0.1:0"', f'"0.0.0.0:{port}"', 1))
+    for extra in ([], ["--check"]):
+        result = subprocess.run(
+            [METASTACK, "api", "--config", str(config), *extra],
+            capture_output=True,
+            text=True,
+            timeout=30,
+        )
+        assert result.returncode == 2
+        assert "api.admin_token is not set" in result.stderr
+        assert f"control_listen 0.0.0.0:{port} is not a loopback address" in result.stderr
+    assert not (tmp_path / "api.sqlite").exists()  # refused before the database
+    with pytest.raises(ConnectionRefusedError), socket.create_connection(("127.0.0.1", port), 1):
+        pass
+    token_file = tmp_path / "token"
+    token_file.write_text(TOKEN + "\n")
+    with config.open("a") as handle:
+        handle.write(f'admin_token_file = "{token_file}"\n')
+    result = subprocess.run(
+        [METASTACK, "api", "--config", str(config), "--check"], capture_output=True, text=True
+    )
+    assert result.returncode == 0, result.stderr
+    assert TOKEN not in result.stdout + result.stderr
+
+
+def test_token_file_guards_the_control_api_and_stays_out_of_the_log(tmp_path: Path) -> None:
+    token_file = tmp_path / "token"
+    token_file.write_text(TOKEN + "\n")
+    config = write_config(tmp_path, admin_token_file=f'"{token_file}"', workers="1")
+    config.write_text(config.read_text().replace("workers = 2\n", ""))
+    with started_api(tmp_path, config) as api:
+        status, body = api.call("GET", api.control + "/v1/networks")
+        assert status == 401, body
+        status, body = api.call("GET", api.control + "/v1/networks", headers={"X-Auth-Token": "x"})
+        assert status == 401, body
+        assert TOKEN.encode() not in body
+        status, body = api.call(
+            "GET", api.control + "/v1/networks", headers={"X-Auth-Token": TOKEN}
+        )
+        assert status == 200, body
+        assert json.loads(body) == {"networks": []}
+        api.process.send_signal(signal.SIGTERM)
+        assert api.process.wait(timeout=15) == 0
+        log = api.log.read_text()
+        assert "control API listening" in log
+        assert TOKEN not in log

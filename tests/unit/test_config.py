@@ -77,3 +77,20 @@ def test_parse_hostport() -> None:
     assert parse_hostport(":9697") == ("0.0.0.0", 9697)
     with pytest.raises(ValueError):
         parse_hostport("host:http")
+
+
+def test_postgresql_without_its_driver_names_the_extra(monkeypatch: pytest.MonkeyPatch) -> None:
+    import importlib.util
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(
+        importlib.util, "find_spec", lambda name: None if name == "psycopg" else real(name)
+    )
+    with pytest.raises(ConfigError) as caught:
+        load_api_config(None, {"METASTACK_API_DATABASE_URL": "postgresql+psycopg://m@db/m"})
+    assert "api.database_url: PostgreSQL needs the psycopg driver" in str(caught.value)
+    assert "pip install 'metastack[postgresql]'" in str(caught.value)
+    # SQLite needs nothing, and a plain postgresql:// URL means psycopg too
+    assert load_api_config(None, {"METASTACK_API_DATABASE_URL": "sqlite://"})
+    with pytest.raises(ConfigError, match="metastack\\[postgresql\\]"):
+        load_api_config(None, {"METASTACK_API_DATABASE_URL": "postgresql://m@db/m"})

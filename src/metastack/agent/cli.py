@@ -34,11 +34,13 @@ from metastack.errors import ConfigError
 @click.option("--upstream-timeout", type=float, help="Seconds before a request is answered 503.")
 @click.option("--cache-expiration", type=float, help="Lookup cache TTL in seconds; 0 = off.")
 @click.option("--log-level", default="INFO", show_default=True, help="Python logging level.")
-def agent_command(config_path: str | None, log_level: str, **flags: object) -> None:
+@click.option("--check", is_flag=True, help="Validate the config (file, env, flags) and exit.")
+def agent_command(config_path: str | None, log_level: str, check: bool, **flags: object) -> None:
     """Serve the metadata agent: proxies in, signed requests to the metadata API out.
 
     The shared secret and the admin token are read from the config file or from
-    METASTACK_AGENT_METADATA_PROXY_SHARED_SECRET / METASTACK_AGENT_ADMIN_TOKEN, never flags
+    METASTACK_AGENT_METADATA_PROXY_SHARED_SECRET / METASTACK_AGENT_ADMIN_TOKEN (or
+    admin_token_file), never flags
     (a flag shows in every process listing).
     """
     # Unset flags (None, or an empty tuple for the repeatable one) leave file and env alone.
@@ -52,6 +54,9 @@ def agent_command(config_path: str | None, log_level: str, **flags: object) -> N
     except ConfigError as exc:
         click.echo(f"metastack agent: {exc}", err=True)
         sys.exit(2)
+    if check:
+        click.echo(f"metastack agent: {config_path or 'defaults'}: OK")
+        sys.exit(0)
     logging.basicConfig(
         level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )

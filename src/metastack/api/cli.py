@@ -17,14 +17,20 @@ from metastack.errors import ConfigError
 @click.option("--control-listen", default=None, help="host:port of the control API.")
 @click.option("--metadata-listen", default=None, help="host:port of the metadata API.")
 @click.option("--workers", type=int, default=None, help="Worker processes.")
+@click.option("--check", is_flag=True, help="Validate the config (file, env, flags) and exit.")
 def api_command(
     config_path: str | None,
     database_url: str | None,
     control_listen: str | None,
     metadata_listen: str | None,
     workers: int | None,
+    check: bool,
 ) -> None:
-    """Serve the control API (8774) and the metadata API (8775)."""
+    """Serve the control API (8774) and the metadata API (8775).
+
+    The shared secret and the admin token are read from the config file (admin_token_file)
+    or the environment, never flags (a flag shows in every process listing).
+    """
     overrides = {
         "database_url": database_url,
         "control_listen": control_listen,
@@ -36,6 +42,13 @@ def api_command(
     except ConfigError as exc:
         click.echo(f"metastack api: {exc}", err=True)
         sys.exit(2)
-    from metastack.api.server import run
+    from metastack.api.server import run, startup_problem
 
+    if check:
+        problem = startup_problem(config)
+        if problem is not None:
+            click.echo(f"metastack api: {problem}", err=True)
+            sys.exit(2)
+        click.echo(f"metastack api: {config_path or 'defaults'}: OK")
+        sys.exit(0)
     sys.exit(run(config))

@@ -17,7 +17,7 @@ import time
 from collections.abc import Awaitable, Callable
 from types import FrameType
 
-from metastack.config import ApiConfig, parse_hostport
+from metastack.config import ApiConfig, is_loopback, parse_hostport
 from metastack.errors import MetastackError, StoreUnavailable
 from metastack.heap import freeze_heap
 from metastack.serve import (
@@ -181,19 +181,33 @@ def _stop_workers(workers: dict[int, int]) -> None:
         os.waitpid(pid, 0)
 
 
-def run(config: ApiConfig) -> int:
-    """Entry point of `metastack api`."""
-    setup_logging()
+def startup_problem(config: ApiConfig) -> str | None:
+    """Why a valid config must still not start (exit status 2), naming the key; else None."""
     if (
         "metadata" in config.enabled_apis
         and config.service_metadata_proxy
         and not config.metadata_proxy_shared_secret
     ):
-        print(
-            "metastack api: api.metadata_proxy_shared_secret is empty; set the secret the "
-            "metadata agents sign with (there is no default)",
-            file=sys.stderr,
+        return (
+            "api.metadata_proxy_shared_secret is empty; set the secret the "
+            "metadata agents sign with (there is no default)"
         )
+    host, _ = parse_hostport(config.control_listen)
+    if "control" in config.enabled_apis and not config.admin_token and not is_loopback(host):
+        return (
+            f"api.admin_token is not set, and control_listen {config.control_listen} is not "
+            "a loopback address: anyone who reaches it could change every instance's "
+            "identity; set admin_token (or admin_token_file), or listen on 127.0.0.1"
+        )
+    return None
+
+
+def run(config: ApiConfig) -> int:
+    """Entry point of `metastack api`."""
+    setup_logging()
+    problem = startup_problem(config)
+    if problem is not None:
+        print(f"metastack api: {problem}", file=sys.stderr)
         return 2
     try:
         prepare_database(config)

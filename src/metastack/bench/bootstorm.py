@@ -91,7 +91,9 @@ def _bootstorm(
     state: DemoState, options: Options, count: int, progress: Progress
 ) -> dict[str, Any]:
     began = time.monotonic()
-    chain = start_chain(state, 0, 0, progress)
+    # haproxy drops to nobody: named to the agent, its socket's `deduce` mode lets it in.
+    proxies = haproxy.identity() if options.proxy == "haproxy" else {}
+    chain = start_chain(state, 0, 0, progress, agent=proxies)
     start_netagent(state, chain, progress, run_proxy=options.proxy == "metastack")
     config = load_netagent_config(netagent_config(state))
     nets = fleet.create_networks(chain, count, progress)

@@ -72,6 +72,12 @@ def _user_and_group() -> tuple[str, str]:
     return "nobody", "nobody"
 
 
+def identity() -> dict[str, str]:
+    """The agent settings naming who haproxy runs as (neutron's `metadata_proxy_user`)."""
+    user, group = _user_and_group()
+    return {"metadata_proxy_user": user, "metadata_proxy_group": group}
+
+
 def start(
     sites: list[Site], agent_socket: str, directory: Path, started: dict[str, tuple[int, str]]
 ) -> None:

@@ -7,7 +7,7 @@ import contextlib
 import secrets
 import shutil
 import subprocess
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -107,11 +107,21 @@ def up(
     return state
 
 
-def start_chain(state: DemoState, control: int, metadata: int, progress: Progress) -> Chain:
-    """Start the API (2 workers) and the agent, record them in `state`; 0 = any port."""
+def start_chain(
+    state: DemoState,
+    control: int,
+    metadata: int,
+    progress: Progress,
+    agent: Mapping[str, Any] | None = None,
+) -> Chain:
+    """Start the API (2 workers) and the agent, record them in `state`; 0 = any port.
+
+    `agent`: extra agent settings (e.g. `metadata_proxy_user` of proxies that drop to it).
+    """
     progress("starting metastack api (2 workers) and agent")
     # One node serves every network: the agent prefetches the ports of all of them.
-    chain = Chain(Path(state.workdir) / "chain", api_workers=2, agent={"prefetch_ports": "all"})
+    settings = {"prefetch_ports": "all", **(agent or {})}
+    chain = Chain(Path(state.workdir) / "chain", api_workers=2, agent=settings)
     chain.control_port, chain.metadata_port = control, metadata
     try:
         chain.start_api()

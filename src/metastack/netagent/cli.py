@@ -41,12 +41,14 @@ from metastack.netns.dnsmasq import unsearchable_folder
     help="Remove this agent's namespaces, dnsmasqs and listeners, then exit.",
 )
 @click.option("--log-level", default="INFO", show_default=True, help="Python logging level.")
+@click.option("--check", is_flag=True, help="Validate the config (file, env, flags) and exit.")
 def netagent_command(
-    config_path: str | None, once: bool, cleanup: bool, log_level: str, **flags: Any
+    config_path: str | None, once: bool, cleanup: bool, log_level: str, check: bool, **flags: Any
 ) -> None:
     """Reconcile qdhcp-/qrouter- namespaces, dnsmasq and proxy listeners with the control API.
 
-    The admin token is read from the config file or METASTACK_NETAGENT_ADMIN_TOKEN.
+    The admin token is read from the config file (admin_token or admin_token_file) or
+    METASTACK_NETAGENT_ADMIN_TOKEN, never flags.
     """
     overrides = {
         key: list(value) if isinstance(value, tuple) else value
@@ -64,13 +66,17 @@ def netagent_command(
     folder = None if config.dnsmasq_user == "root" else unsearchable_folder(config.state_path)
     if folder is not None and not cleanup:
         click.echo(
-            f"metastack netagent: {folder} is not searchable by other users, so dnsmasq "
+            f"metastack netagent: netagent.state_path: {folder} is not searchable by other "
+            "users, so dnsmasq "
             f"(which drops to {config.dnsmasq_user or 'nobody'}) could not read its files "
             f"under state_path {config.state_path}; choose a state_path under "
             "world-searchable folders (or chmod o+x the folder)",
             err=True,
         )
         sys.exit(2)
+    if check:
+        click.echo(f"metastack netagent: {config_path or 'defaults'}: OK")
+        sys.exit(0)
     if cleanup:
         from metastack.netagent.service import teardown
 

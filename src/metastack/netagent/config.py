@@ -8,9 +8,15 @@ import socket
 from collections.abc import Mapping
 from typing import Any
 
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 
-from metastack.config import DEFAULT_STATE_PATH, _Section, load_section
+from metastack.config import (
+    DEFAULT_STATE_PATH,
+    _Section,
+    admin_token_from_file,
+    load_section,
+    single_line,
+)
 
 _SAMPLE_ID = "0123456789abcdef0123456789abcdef"
 _IFNAME = re.compile(r"^[A-Za-z0-9_.-]{1,15}$")
@@ -20,41 +26,97 @@ _NETNS = re.compile(r"^[A-Za-z0-9_.-]{0,200}$")
 class NetagentConfig(_Section):
     """`metastack netagent`: the DHCP and router namespaces of one network node."""
 
-    control_url: str = "http://127.0.0.1:8774"
-    admin_token: str | None = None
-    # Name of this node: part of the DHCP port's device_id (`dhcp-<host>`).
-    host: str = Field(default_factory=socket.gethostname, min_length=1, max_length=200)
-    enable_isolated_metadata: bool = True
-    force_metadata: bool = False
-    # The router namespaces' proxy port and the mark of redirected traffic (l3 agent).
-    enable_metadata_proxy: bool = True
-    metadata_port: int = Field(9697, ge=1, le=65535)
-    metadata_access_mark: str = "0x1"
-    dnsmasq_binary: str = "dnsmasq"
-    # dnsmasq drops to this user after start; it must read the files under state_path.
-    dnsmasq_user: str | None = None
-    dhcp_lease_duration: int = Field(86400, ge=120)
-    dnsmasq_lease_max: int = Field(2**24, ge=1)
-    state_path: str = DEFAULT_STATE_PATH
-    # Which networks and routers this host serves (ids); empty = all of them.
-    networks: list[str] = Field(default_factory=list)
-    routers: list[str] = Field(default_factory=list)
-    # Linux bridge of a network; VM taps (libvirt, Firecracker) are plugged into it.
-    bridge_name_template: str = "ms-br-{network_id:.8}"
-    # Namespace holding the bridges ("" = the host's own namespace, for real VM taps).
-    fabric_netns: str = "metastack-fabric"
-    proxy_control_socket: str = f"{DEFAULT_STATE_PATH}/proxy_control"
-    # When set, the netagent runs `metastack proxy --config <this>` itself and restarts it
-    # within respawn_interval if it dies (else systemd or another supervisor does).
-    proxy_config: str | None = None
-    # Prefix of `qdhcp-<id>` / `qrouter-<id>`; tests and the demo use `ms-<run>-`.
-    namespace_prefix: str = ""
-    # Seconds between full resyncs (everything observed and repaired).
-    resync_interval: float = Field(30.0, gt=0)
-    # Seconds between liveness checks of dnsmasq and of the proxy's listeners.
-    respawn_interval: float = Field(0.5, gt=0)
-    # Long-poll wait of the change feed.
-    feed_wait: int = Field(20, ge=1, le=60)
+    control_url: str = Field("http://127.0.0.1:8774", description="control API")
+    admin_token: str | None = Field(None, repr=False, description="the control API's `admin_token`")
+    admin_token_file: str | None = Field(
+        None,
+        description="a file holding `admin_token`, read at start (trailing newline "
+        "stripped); not together with `admin_token`",
+    )
+    host: str = Field(
+        default_factory=socket.gethostname,
+        min_length=1,
+        max_length=200,
+        description="this node's name: the DHCP ports' `device_id` is `dhcp-<host>`",
+        json_schema_extra={"default_text": "the hostname", "example": "network-1"},
+    )
+    enable_isolated_metadata: bool = Field(
+        True,
+        description="neutron's rule: a 169.254.169.254 route (DHCP options 121/249) to the "
+        "DHCP port on networks without a router",
+    )
+    force_metadata: bool = Field(
+        False, description="neutron's rule: that route on every network, routed or not"
+    )
+    enable_metadata_proxy: bool = Field(
+        True, description="router namespaces redirect 169.254.169.254:80 to `metadata_port`"
+    )
+    metadata_port: int = Field(
+        9697, ge=1, le=65535, description="the proxy's port in router namespaces"
+    )
+    metadata_access_mark: str = Field(
+        "0x1", description="mark of redirected traffic (its mark-and-drop rules)"
+    )
+    dnsmasq_binary: str = Field("dnsmasq", description="dnsmasq executable")
+    dnsmasq_user: str | None = Field(
+        None,
+        description="user dnsmasq drops to after start (none: dnsmasq's own, `nobody`); it "
+        "must read the files under `state_path`",
+    )
+    dhcp_lease_duration: int = Field(86400, ge=120, description="DHCP lease seconds")
+    dnsmasq_lease_max: int = Field(2**24, ge=1, description="dnsmasq `--dhcp-lease-max`")
+    state_path: str = Field(
+        DEFAULT_STATE_PATH,
+        description="dnsmasq files under `dhcp/<network>/`; every folder on the way must be "
+        "searchable by other users (dnsmasq drops to `nobody`, or `dnsmasq_user`), else the "
+        "netagent refuses to start and names the folder",
+    )
+    networks: list[str] = Field(
+        default_factory=list, description="serve only these networks (ids; empty = all)"
+    )
+    routers: list[str] = Field(
+        default_factory=list, description="serve only these routers (ids; empty = all)"
+    )
+    bridge_name_template: str = Field(
+        "ms-br-{network_id:.8}",
+        description="Linux bridge of a network; VM taps (libvirt, Firecracker) are plugged into it",
+    )
+    fabric_netns: str = Field(
+        "metastack-fabric",
+        description='namespace holding the bridges (`""` = the host namespace, for real VM taps)',
+    )
+    proxy_control_socket: str = Field(
+        f"{DEFAULT_STATE_PATH}/proxy_control", description="the proxy to configure"
+    )
+    proxy_config: str | None = Field(
+        None,
+        description="when set, the netagent runs `metastack proxy --config <this>` itself "
+        "and restarts it within `respawn_interval` if it dies (else systemd or another "
+        "supervisor does)",
+    )
+    namespace_prefix: str = Field(
+        "", description="prefix of `qdhcp-`/`qrouter-` names (tests and the demo: `ms-<run>-`)"
+    )
+    resync_interval: float = Field(
+        30.0,
+        gt=0,
+        description="seconds between full resyncs (re-reads every namespace; the control API "
+        "only if the change feed showed a network, subnet, port or router change since the "
+        "last read, or is down)",
+    )
+    respawn_interval: float = Field(
+        0.5,
+        gt=0,
+        description="seconds between liveness checks (dnsmasq, proxy, listeners)",
+    )
+    feed_wait: int = Field(20, ge=1, le=60, description="change-feed long-poll seconds")
+
+    _admin_token_file = model_validator(mode="before")(admin_token_from_file)
+
+    @field_validator("admin_token")
+    @classmethod
+    def _single_line(cls, value: str | None) -> str | None:
+        return single_line(value)
 
     @field_validator("control_url")
     @classmethod

@@ -57,6 +57,7 @@ def _per_namespace_listeners(
 @click.option("--upstream-timeout", type=float, default=None, help="Seconds before a 504.")
 @click.option("--event-loop", type=click.Choice(["auto", "asyncio", "uvloop"]), default=None)
 @click.option("--log-level", type=click.Choice(["debug", "info", "warning", "error"]), default=None)
+@click.option("--check", is_flag=True, help="Validate the config (file, env, flags) and exit.")
 def proxy_command(
     config_path: str | None,
     agent_socket: str | None,
@@ -70,6 +71,7 @@ def proxy_command(
     upstream_timeout: float | None,
     event_loop: str | None,
     log_level: str | None,
+    check: bool,
 ) -> None:
     """Serve 169.254.169.254 inside namespaces, forwarding to the metadata agent.
 
@@ -99,6 +101,9 @@ def proxy_command(
     except (ConfigError, ValueError) as exc:
         click.echo(f"metastack proxy: {exc}", err=True)
         sys.exit(2)
+    if check:
+        click.echo(f"metastack proxy: {config_path or 'defaults'}: OK")
+        sys.exit(0)
     from metastack.proxy.serve import run
 
     sys.exit(run(config))

@@ -21,13 +21,22 @@ _IFNAME = re.compile(r"^[A-Za-z0-9_.:-]{1,15}$")
 class ListenerConfig(_Section):
     """One listening socket: where (namespace, address) and whose (network or router)."""
 
-    netns: str | None = None
-    host: str = "169.254.169.254"
-    port: int = Field(80, ge=1, le=65535)
-    network_id: str | None = None
-    router_id: str | None = None
-    # Device whose index scopes an IPv6 link-local host (the DHCP port for fe80::a9fe:a9fe).
-    interface: str | None = None
+    netns: str | None = Field(
+        None, description="network namespace to listen in (none: the proxy's own)"
+    )
+    host: str = Field("169.254.169.254", description="address to listen on")
+    port: int = Field(80, ge=1, le=65535, description="port to listen on")
+    network_id: str | None = Field(
+        None, description="stamped as `X-Neutron-Network-ID` (one of network_id, router_id)"
+    )
+    router_id: str | None = Field(
+        None, description="stamped as `X-Neutron-Router-ID` (one of network_id, router_id)"
+    )
+    interface: str | None = Field(
+        None,
+        description="device whose index scopes an IPv6 link-local `host` (the DHCP port for "
+        "`fe80::a9fe:a9fe`)",
+    )
 
     @field_validator("netns")
     @classmethod
@@ -88,32 +97,67 @@ def parse_listener(text: str) -> ListenerConfig:
 class ProxyConfig(_Section):
     """`metastack proxy`: listeners inside namespaces, forwarding to the agent's unix socket."""
 
-    metadata_proxy_socket: str = f"{DEFAULT_STATE_PATH}/metadata_proxy"
-    # Control API (JSON over HTTP on a unix socket); "" disables it.
-    control_socket: str = f"{DEFAULT_STATE_PATH}/proxy_control"
-    control_socket_mode: int = Field(0o600, ge=0, le=0o777)
-    listeners: list[ListenerConfig] = Field(default_factory=list)
-    backlog: int = Field(4096, ge=1)
-    max_header_bytes: int = Field(16384, ge=1024)
-    max_headers: int = Field(100, ge=8)
-    max_body_bytes: int = Field(1 << 20, ge=0)
-    # Guest side: the whole request head (and body) must arrive within header_timeout;
-    # an idle keep-alive connection is closed after keepalive_timeout.
-    header_timeout: float = Field(10.0, gt=0)
-    keepalive_timeout: float = Field(30.0, gt=0)
-    # Agent side: connect failure -> 503 within connect_timeout; no answer -> 504.
-    connect_timeout: float = Field(2.0, gt=0)
-    upstream_timeout: float = Field(30.0, gt=0)
-    # Removed: `wait_for_change=true` in a query string no longer buys a longer timeout.
-    # Still accepted, so that an old config starts; ignored, with a warning at start.
-    long_poll_timeout: float | None = Field(None, gt=0)
-    upstream_pool_size: int = Field(256, ge=0)
-    # Requests forwarded to the agent at once; the rest, whatever they ask, wait in
-    # arrival order. 0: no limit.
-    upstream_concurrency: int = Field(32, ge=0)
-    shutdown_timeout: float = Field(5.0, ge=0)
-    event_loop: Literal["auto", "asyncio", "uvloop"] = "auto"
-    log_level: Literal["debug", "info", "warning", "error"] = "info"
+    metadata_proxy_socket: str = Field(
+        f"{DEFAULT_STATE_PATH}/metadata_proxy", description="the agent's unix socket"
+    )
+    control_socket: str = Field(
+        f"{DEFAULT_STATE_PATH}/proxy_control",
+        description="unix socket of the control API: listeners added/removed at runtime "
+        '(`GET/POST/PUT/DELETE /listeners`); `""` disables it',
+    )
+    control_socket_mode: int = Field(
+        0o600,
+        ge=0,
+        le=0o777,
+        description="permissions of `control_socket`",
+        json_schema_extra={"octal": True},
+    )
+    listeners: list[ListenerConfig] = Field(
+        default_factory=list,
+        description="static listeners held from the start (none by default), one "
+        "`[[proxy.listeners]]` table each; the control socket adds and removes others",
+    )
+    backlog: int = Field(4096, ge=1, description="listen backlog of each listener")
+    max_header_bytes: int = Field(16384, ge=1024, description="request head limit (larger: 431)")
+    max_headers: int = Field(100, ge=8, description="header count limit (more: 431)")
+    max_body_bytes: int = Field(1 << 20, ge=0, description="request body limit (larger: 413)")
+    header_timeout: float = Field(
+        10.0,
+        gt=0,
+        description="seconds for a guest's whole request head (and body) to arrive",
+    )
+    keepalive_timeout: float = Field(
+        30.0, gt=0, description="an idle keep-alive guest connection is closed after this"
+    )
+    connect_timeout: float = Field(
+        2.0, gt=0, description="seconds to connect to the agent, else 503"
+    )
+    upstream_timeout: float = Field(
+        30.0, gt=0, description="seconds for the agent's answer, else 504"
+    )
+    long_poll_timeout: float | None = Field(
+        None,
+        gt=0,
+        description="no longer used: `wait_for_change=true` buys no longer timeout; "
+        "still accepted so that an old config starts, ignored with a warning",
+    )
+    upstream_pool_size: int = Field(256, ge=0, description="keep-alive connections to the agent")
+    upstream_concurrency: int = Field(
+        32,
+        ge=0,
+        description="requests in flight to the agent at once; the rest wait in arrival "
+        "order, within their timeout, whatever they ask (`wait_for_change=true` included); "
+        "a request still unanswered after 0.5 s gives its turn up; 0 = no limit",
+    )
+    shutdown_timeout: float = Field(
+        5.0, ge=0, description="seconds open requests get to finish at SIGTERM"
+    )
+    event_loop: Literal["auto", "asyncio", "uvloop"] = Field(
+        "auto", description="`auto` (uvloop when installed), `asyncio`, `uvloop`"
+    )
+    log_level: Literal["debug", "info", "warning", "error"] = Field(
+        "info", description="`debug`, `info`, `warning`, `error`"
+    )
 
     @field_validator("metadata_proxy_socket")
     @classmethod

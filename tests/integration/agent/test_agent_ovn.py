@@ -1,6 +1,6 @@
 """Requests as networking-ovn's haproxy sends them, over the agent's unix socket.
 
-OVN's haproxy (OPENSTACK.md D, C.2) runs `option forwardfor`, `option http-server-close`
+OVN's haproxy (docs/wire-contracts.md#ovn, #upstream-haproxy) runs `option forwardfor`, `option http-server-close`
 and `http-request add-header X-OVN-Network-ID <network>`: haproxy 2.6 writes header names
 in lower case, keeps whatever identity headers the guest sent, and adds its own after
 them. The request heads below are the ones Debian 12's haproxy sent with that config

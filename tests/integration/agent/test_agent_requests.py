@@ -158,7 +158,7 @@ async def test_socket_mode_stale_file_and_cleanup(make_config: Callable[..., Age
         mode = stat.S_IMODE(os.stat(started.path).st_mode)
         assert mode == 0o644
     assert not os.path.exists(config.metadata_proxy_socket)
-    async with running(make_config()) as started:
+    async with running(make_config(metadata_proxy_socket_mode="all")) as started:
         assert stat.S_IMODE(os.stat(started.path).st_mode) == 0o666
 
 

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import grp
 import os
+import pwd
 from pathlib import Path
 
 import pytest
@@ -14,7 +16,9 @@ from metastack.errors import ConfigError
 def test_defaults_follow_upstream_names_and_architecture() -> None:
     config = load_agent_config(None, {})
     assert config.metadata_proxy_socket == "/var/lib/metastack/metadata_proxy"
-    assert config.socket_mode() == 0o666
+    # deduce, with no metadata_proxy_user: the proxies run as the agent, owner only (0644)
+    assert config.metadata_proxy_socket_mode == "deduce"
+    assert config.socket_mode() == 0o644
     assert config.metadata_backlog == 4096
     assert config.endpoints() == ["http://127.0.0.1:8775"]
     assert config.control_url == "http://127.0.0.1:8774"
@@ -62,10 +66,29 @@ def test_invalid_values_name_the_option(overrides: dict[str, object], field: str
 
 def test_deduce_like_upstream() -> None:
     me = str(os.geteuid())
+    my_name = pwd.getpwuid(os.geteuid()).pw_name
+    my_group = grp.getgrgid(os.getegid()).gr_name
     assert deduce_socket_mode("", "") == "user"
     assert deduce_socket_mode("root", "") == "user"
+    assert deduce_socket_mode("0", "nogroup") == "user"
     assert deduce_socket_mode(me, "") == "user"
+    assert deduce_socket_mode(my_name, "nogroup") == "user"
     assert deduce_socket_mode("nobody", "") == "group"
     assert deduce_socket_mode("nobody", str(os.getegid())) == "group"
+    assert deduce_socket_mode("nobody", my_group) == "group"
     assert deduce_socket_mode("nobody", "nogroup") == "all"
     assert deduce_socket_mode("no-such-user", "no-such-group") == "all"
+
+
+def test_deduce_for_an_agent_that_is_not_root(monkeypatch: pytest.MonkeyPatch) -> None:
+    """neutron's rule for an unprivileged agent: `root` and `0` still mean owner only."""
+    monkeypatch.setattr(os, "geteuid", lambda: 12345)
+    monkeypatch.setattr(os, "getegid", lambda: 12346)
+    assert deduce_socket_mode("", "") == "user"
+    assert deduce_socket_mode("root", "x") == "user"
+    assert deduce_socket_mode("12345", "x") == "user"
+    assert deduce_socket_mode("nobody", "12346") == "group"
+    assert deduce_socket_mode("nobody", "") == "group"
+    assert deduce_socket_mode("nobody", "0") == "all"
+    mode = AgentConfig(metadata_proxy_user="nobody", metadata_proxy_group="nogroup")
+    assert mode.socket_mode() == 0o666
