@@ -146,3 +146,27 @@ class NeutronAgent:
             thread.join(5)
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(self.path)
+
+
+def main() -> int:
+    """`python neutron_agent.py PATH PORTS_JSON [DELAY]`: serve until SIGTERM or SIGINT.
+
+    PORTS_JSON is a list of [network or router id, address, instance id].
+    """
+    import signal
+    import sys
+
+    path, table = sys.argv[1], json.loads(sys.argv[2])
+    delay = float(sys.argv[3]) if len(sys.argv) > 3 else 0.0
+    stop = threading.Event()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, lambda *_: stop.set())
+    ports = {(scope, address): instance for scope, address, instance in table}
+    with NeutronAgent(path, ports, delay=delay).running():
+        print("ready", flush=True)
+        stop.wait()
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
