@@ -4,7 +4,7 @@ Served as neutron serves it: a socketserver unix server listening with Python's 
 backlog of 5 (neutron sets its `metadata_backlog` after listen()), a thread per
 connection, each request read with one `recv(4096)`, one answer written, the connection
 closed. Answers are framed byte for byte as neutron writes them
-(`neutron/common/metadata.py`, OPENSTACK.md B.1 and B.5):
+(`neutron/common/metadata.py`; docs/wire-contracts.md#agent-socket):
 
 - an address no port holds: the jinja2 error page, whose lines end in a bare LF, with
   `Connection: close` and a Content-Length from `RESPONSE_LENGTH` arithmetic;

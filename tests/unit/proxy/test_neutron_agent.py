@@ -41,7 +41,7 @@ async def proxy(neutron: NeutronAgent, free_port: int) -> AsyncIterator[dict[str
         pool_size=config.upstream_pool_size,
         concurrency=config.upstream_concurrency,
     )
-    forwarder = Forwarder(client, upstream_timeout=config.upstream_timeout, long_poll_timeout=5.0)
+    forwarder = Forwarder(client, upstream_timeout=config.upstream_timeout)
     listeners = Listeners(forwarder, limits_from(config), config.backlog)
     ports = {NETWORK: free_port, ROUTER: free_port + 1, UNKNOWN: free_port + 2}
     await listeners.add(ListenerConfig(host="127.0.0.1", port=ports[NETWORK], network_id=NETWORK))
