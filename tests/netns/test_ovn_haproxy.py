@@ -2,9 +2,9 @@
 
 Two networks with the same CIDR, one guest at 10.88.0.5 on each; each network's metadata
 namespace (what OVN calls `ovnmeta-<network>`: 169.254.169.254/32 and an address on the
-network) runs one haproxy stamping `X-OVN-Network-ID`, with the template of docs/wire-contracts.md#upstream-haproxy
-line for line (OVN's `add-header`), forwarding to `metastack agent` on its unix socket,
-which asks a real `metastack api`.
+network) runs one haproxy stamping `X-OVN-Network-ID`, with the template of
+docs/wire-contracts.md#upstream-haproxy line for line (OVN's `add-header`), forwarding
+to `metastack agent` on its unix socket, which asks a real `metastack api`.
 """
 
 from __future__ import annotations
@@ -34,7 +34,9 @@ MD = "http://169.254.169.254/openstack/latest/meta_data.json"
 
 
 def ovn_haproxy_config(network_id: str, agent_socket: Path, pidfile: Path) -> str:
-    """networking-ovn's haproxy config for one network (docs/wire-contracts.md#upstream-haproxy, docs/wire-contracts.md#ovn).
+    """networking-ovn's haproxy config for one network.
+
+    See docs/wire-contracts.md#upstream-haproxy and docs/wire-contracts.md#ovn.
 
     `user`/`group` are neutron's defaults, the agent's own euid and egid as names.
     """

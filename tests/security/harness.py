@@ -136,9 +136,11 @@ def exchange(
     gap: float = 0.0,
     hang_limit: float = HEADER_TIMEOUT + 2.0,
     concurrency: int = 32,
+    half_close: bool = False,
 ) -> list[Outcome]:
     """Send each case (id, byte parts) on its own connection from `netns` (or to `unix`),
-    from source address `bind` if given."""
+    from source address `bind` if given; with `half_close`, each client shuts its sending
+    side down after its last part."""
     job: dict[str, Any] = {
         "host": host,
         "port": port,
@@ -147,7 +149,12 @@ def exchange(
         "hang_limit": hang_limit,
         "concurrency": concurrency,
         "cases": [
-            {"id": case, "parts": [base64.b64encode(p).decode() for p in parts], "gap": gap}
+            {
+                "id": case,
+                "parts": [base64.b64encode(p).decode() for p in parts],
+                "gap": gap,
+                "half_close": half_close,
+            }
             for case, parts in cases
         ],
     }

@@ -3,8 +3,9 @@
 Run as `python rawclient.py MODE` with a JSON job on stdin; prints one JSON document.
 Only the standard library, so any interpreter in any namespace can run it. Modes:
 
-- `exchange`: send each case's bytes (in parts, with gaps), collect what comes back
-  until the server closes, goes quiet after answering, or `hang_limit` passes.
+- `exchange`: send each case's bytes (in parts, with gaps; then, with `half_close`, shut
+  the sending side down), collect what comes back until the server closes, goes quiet
+  after answering, or `hang_limit` passes.
 - `hold`: open many connections and send nothing; report when the server closed them.
 - `slowloris`: many connections trickling a request head one byte at a time.
 - `probe`: sequential GETs on fresh connections for a while; status and latency of each.
@@ -91,6 +92,8 @@ async def _one(job: Job, case: Job) -> Job:
             if proto.closed:
                 break
             transport.write(base64.b64decode(part))
+        if case.get("half_close") and not proto.closed:
+            transport.write_eof()  # shutdown(SHUT_WR), as `printf ... | nc` does
         while not proto.closed and len(proto.data) < 4 << 20:
             # Before the first byte: wait up to the hang limit; afterwards: until quiet.
             wait = hang_limit - (time.monotonic() - started) if first_byte is None else idle

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import socket
 import ssl
 from dataclasses import dataclass
 from typing import cast
@@ -67,6 +68,10 @@ class _Connection(asyncio.Protocol):
         self.transport: asyncio.Transport | None = None
         self.closed = False
         self.reused = False
+        # Read the peer's status line and headers with bare LF line ends too (see Pool).
+        self.lenient = False
+        # The request's first write failed at once: the peer had closed, nothing reached it.
+        self.undelivered = False
         self.waiter: asyncio.Future[ClientResponse] | None = None
         self.parser: httptools.HttpResponseParser | None = None
         # The parser can read the next response only after a clean, non-HEAD one.
@@ -92,13 +97,20 @@ class _Connection(asyncio.Protocol):
             # llhttp cannot be told that a HEAD reply has no body: a fresh parser for it
             # (and for the response after it).
             self.parser = httptools.HttpResponseParser(self)
+            if self.lenient:
+                self.parser.set_dangerous_leniencies(lenient_optional_cr_before_lf=True)
         self.parser_clean = False
         self.got_data = self.headers_done = self.framed = False
         self.is_head = is_head
         self.reason = b""
         self.headers = []
         self.body = []
+        # One write: the head and a small body leave in one segment, for peers that read a
+        # request with a single recv() (neutron's agent).
         self.transport.write(data)
+        # A write that fails at once closes the transport before returning: the peer was
+        # gone and got no byte of this request, so any request may be sent again.
+        self.undelivered = self.transport.is_closing()
         return self.waiter
 
     def data_received(self, data: bytes) -> None:
@@ -166,6 +178,31 @@ class _Connection(asyncio.Protocol):
         self._finish(self.parser.should_keep_alive())
 
 
+async def _connect_unix(path: str) -> socket.socket:
+    """A connected non-blocking unix socket; waits (cancellable) while the backlog is full.
+
+    A unix socket's connect() never blocks half-way: it connects, or fails with EAGAIN
+    when the listener's backlog is full (neutron's agent listens with a backlog of 5), a
+    condition that passes as soon as the peer accepts. asyncio would wait for the socket
+    to become writable instead and then take it for connected; uvloop fails at once.
+    """
+    pause = 0.001
+    while True:
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        sock.setblocking(False)
+        try:
+            sock.connect(path)
+        except BlockingIOError:
+            sock.close()
+            await asyncio.sleep(pause)
+            pause = min(pause * 2, 0.05)
+            continue
+        except BaseException:
+            sock.close()
+            raise
+        return sock
+
+
 def _expire(turn: asyncio.Future[None]) -> None:
     if not turn.done():
         turn.set_exception(UpstreamTimeout("no free connection in time"))
@@ -197,6 +234,11 @@ class Pool:
     turn up after `turn_seconds` even if it is still waiting for its answer: a slow
     upstream (a slow vendor data target, a long poll) can hold the others back that long
     at most, and under such load the limit lifts rather than queueing everyone behind it.
+
+    `lenient_responses` reads status lines and headers whose lines end in a bare LF, as
+    haproxy does (neutron's metadata agent writes its own error answers so); the rest of
+    the framing stays strict. A unix socket whose listen backlog is full (EAGAIN) is tried
+    again, with growing pauses, until the connect timeout runs out.
     """
 
     def __init__(
@@ -208,8 +250,10 @@ class Pool:
         ssl_context: ssl.SSLContext | None = None,
         concurrency: int = 0,
         turn_seconds: float = 0.5,
+        lenient_responses: bool = False,
     ) -> None:
         self.endpoint = endpoint
+        self.lenient_responses = lenient_responses
         self.connect_timeout = connect_timeout
         self.pool_size = pool_size
         self.concurrency = concurrency
@@ -231,7 +275,8 @@ class Pool:
         try:
             async with asyncio.timeout(max(0.0, timeout)):
                 if endpoint.scheme == "unix":
-                    _, conn = await loop.create_unix_connection(_Connection, endpoint.address)
+                    sock = await _connect_unix(endpoint.address)
+                    _, conn = await loop.create_unix_connection(_Connection, sock=sock)
                 else:
                     _, conn = await loop.create_connection(
                         _Connection,
@@ -242,6 +287,7 @@ class Pool:
                     )
         except (OSError, TimeoutError) as exc:
             raise ConnectFailed(f"{endpoint}: {exc.__class__.__name__}: {exc}") from exc
+        conn.lenient = self.lenient_responses
         return conn
 
     def _acquire_idle(self) -> _Connection | None:
@@ -331,7 +377,9 @@ class Pool:
         try:
             response = await self._exchange(loop, conn, data, is_head, deadline)
         except ConnectionError as exc:
-            if not (retry and conn.reused and not conn.got_data):
+            # A pooled connection the peer had closed: sent again on a fresh one if the
+            # method may be repeated, or if the peer cannot have seen any of it.
+            if not ((retry or conn.undelivered) and conn.reused and not conn.got_data):
                 raise UpstreamBroken(f"{self.endpoint}: {exc}") from exc
             conn = await self._connect(min(self.connect_timeout, deadline - loop.time()))
             try:

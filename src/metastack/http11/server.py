@@ -98,6 +98,10 @@ class HttpProtocol(asyncio.Protocol):
         self.deadline: float | None = None
         self.in_message = False
         self.closing = False
+        # The client half-closed (shut its sending side down): answer, then close.
+        self.eof = False
+        # ... in the middle of a request, which is refused once the earlier ones are answered.
+        self.truncated = False
         self.write_paused = False
         self.read_paused = False
         self._reset_message()
@@ -155,6 +159,25 @@ class HttpProtocol(asyncio.Protocol):
             self._abort(400, "protocol upgrades are not supported")
         except httptools.HttpParserError as exc:
             self._abort(400, f"malformed request: {exc}")
+
+    def eof_received(self) -> bool:
+        """The client sent its last byte (a half-close, as `nc` and `printf | nc` do).
+
+        HTTP/1.1 allows it: every complete request is still answered, in order, and the
+        connection closes after the last answer. A request cut short by the end is
+        refused (400) after them, as haproxy does; with nothing owed, close at once.
+        Returning True keeps the transport open for writing."""
+        self.eof = True
+        if self.closing:
+            # Already ending (a refused request, a shutdown): a reply in flight still goes.
+            return self.task is not None
+        if self.in_message:
+            self.in_message = False
+            self.deadline = None
+            self.truncated = True
+        if self.task is None and not self.queue:
+            self._end_of_input()
+        return True
 
     def pause_writing(self) -> None:
         self.write_paused = True
@@ -254,6 +277,8 @@ class HttpProtocol(asyncio.Protocol):
                 self.transport.resume_reading()
             if self.queue:
                 self._next()
+            elif self.eof:
+                self._end_of_input()
             elif not self.in_message:
                 self._arm(self.limits.keepalive_timeout)
 
@@ -263,7 +288,12 @@ class HttpProtocol(asyncio.Protocol):
         if transport is None or transport.is_closing():
             return
         keep_alive = (
-            request is not None and request.keep_alive and not response.close and not self.closing
+            request is not None
+            and request.keep_alive
+            and not response.close
+            and not self.closing
+            # After a half-close, the answer to the last request is the last thing sent.
+            and not (self.eof and not self.queue and not self.truncated)
         )
         data = encode_response(response, request, keep_alive)
         if response.ip_ttl is None:
@@ -281,6 +311,16 @@ class HttpProtocol(asyncio.Protocol):
             self.closing = True
             self.deadline = None
             transport.close()
+
+    def _end_of_input(self) -> None:
+        """Every complete request is answered and the client sends no more: close, after
+        refusing the request it left unfinished, if any."""
+        if self.truncated:
+            self.write(error_response(400, "incomplete request", close=True), None)
+        elif self.transport is not None:
+            self.closing = True
+            self.deadline = None
+            self.transport.close()
 
     def _abort(self, status: int, message: str) -> None:
         """Reject the request being read and close once earlier responses are out."""

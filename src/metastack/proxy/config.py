@@ -130,7 +130,10 @@ class ProxyConfig(_Section):
         30.0, gt=0, description="an idle keep-alive guest connection is closed after this"
     )
     connect_timeout: float = Field(
-        2.0, gt=0, description="seconds to connect to the agent, else 503"
+        2.0,
+        gt=0,
+        description="seconds to connect to the agent, else 503; an agent socket whose listen "
+        "backlog is full is tried again until then (one nobody listens on fails at once)",
     )
     upstream_timeout: float = Field(
         30.0, gt=0, description="seconds for the agent's answer, else 504"

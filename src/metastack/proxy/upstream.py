@@ -20,5 +20,7 @@ class AgentClient(Pool):
             connect_timeout=connect_timeout,
             pool_size=pool_size,
             concurrency=concurrency,
+            # neutron's own agent, kept behind our proxy, ends its error answers' lines in LF.
+            lenient_responses=True,
         )
         self.path = path

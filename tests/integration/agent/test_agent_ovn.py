@@ -1,7 +1,8 @@
 """Requests as networking-ovn's haproxy sends them, over the agent's unix socket.
 
-OVN's haproxy (docs/wire-contracts.md#ovn, #upstream-haproxy) runs `option forwardfor`, `option http-server-close`
-and `http-request add-header X-OVN-Network-ID <network>`: haproxy 2.6 writes header names
+OVN's haproxy (docs/wire-contracts.md#ovn, docs/wire-contracts.md#upstream-haproxy) runs
+`option forwardfor`, `option http-server-close` and `http-request add-header
+X-OVN-Network-ID <network>`: haproxy 2.6 writes header names
 in lower case, keeps whatever identity headers the guest sent, and adds its own after
 them. The request heads below are the ones Debian 12's haproxy sent with that config
 (captured on a unix socket), with the guest's forged headers where a test needs them.

@@ -105,6 +105,37 @@ async def test_keep_alive_reuses_agent_connection(
     assert len(listeners.forwarder.client._idle) == 1
 
 
+async def test_half_closed_guest_gets_every_answer(
+    agent: str, listeners: Listeners, free_port: int
+) -> None:
+    # `printf 'GET ...' | nc`: the guest shuts its side down right after its requests.
+    await listeners.add(ListenerConfig(host="127.0.0.1", port=free_port, network_id="n"))
+    reader, writer = await asyncio.open_connection("127.0.0.1", free_port)
+    writer.write(b"GET /a HTTP/1.0\r\n\r\nGET /slow?s=0.2 HTTP/1.1\r\nHost: x\r\n\r\n")
+    writer.write(b"GET /b HTTP/1.1\r\nHost: x\r\n\r\n")
+    writer.write_eof()
+    raw = await asyncio.wait_for(reader.read(), 5)  # until the proxy closes
+    writer.close()
+    # HTTP/1.0 without keep-alive: its answer is the last (as without the half-close).
+    head, _, body = raw.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 200 OK\r\n")
+    assert b"Connection: close" in head
+    assert json.loads(body)["path"] == "/a"
+    reader, writer = await asyncio.open_connection("127.0.0.1", free_port)
+    writer.write(b"GET /slow?s=0.2 HTTP/1.1\r\nHost: x\r\n\r\nGET /b HTTP/1.1\r\nHost: x\r\n\r\n")
+    writer.write_eof()
+    raw = await asyncio.wait_for(reader.read(), 5)
+    writer.close()
+    paths = []
+    while raw:
+        head, _, raw = raw.partition(b"\r\n\r\n")
+        length = int(head.lower().split(b"content-length: ")[1].split(b"\r\n")[0])
+        assert head.startswith(b"HTTP/1.1 200 OK\r\n")
+        paths.append(json.loads(raw[:length])["path"])
+        raw = raw[length:]
+    assert paths == ["/slow", "/b"]
+
+
 def req(method: bytes, target: bytes, body: object = None) -> Request:
     data = b"" if body is None else json.dumps(body).encode()
     return Request(method, target, "1.1", [], data, True)
