@@ -384,7 +384,7 @@ def our_listeners(world: World, site: Site) -> list[dict[str, Any]]:
     return listeners
 
 
-def curl_many(netns: str, urls: list[str], folder: Path, *, method: str = "GET") -> list[Answer]:
+def curl_many(netns: str, urls: list[str], folder: Path) -> list[Answer]:
     """GET each URL in order from inside a namespace with one curl (connections reused as a
     client would); status, content type and the body's exact bytes of each."""
     folder.mkdir(parents=True, exist_ok=True)
@@ -392,7 +392,7 @@ def curl_many(netns: str, urls: list[str], folder: Path, *, method: str = "GET")
     for index, url in enumerate(urls):
         if index:
             argv.append("--next")
-        argv += ["-sg", "-m", "10", "-X", method, "-D", str(folder / f"{index}.h")]
+        argv += ["-sg", "-m", "10", "-D", str(folder / f"{index}.h")]
         argv += ["-o", str(folder / f"{index}.b"), url]
     done = subprocess.run(argv, capture_output=True, text=True, timeout=30 + 10 * len(urls))
     answers = []
@@ -421,8 +421,8 @@ def curl_many(netns: str, urls: list[str], folder: Path, *, method: str = "GET")
 
 
 def set_password(world: World, site: Site, key: str) -> None:
-    """The guest posts its (encrypted) password through our whole chain, as cloud-init's
-    Windows counterpart does; nova is then given the same password."""
+    """The guest posts its (encrypted) password through our whole chain, as cloudbase-init
+    does on Windows guests; nova is then given the same password."""
     netns = site.guests[key]
     done = subprocess.run(
         ["ip", "netns", "exec", netns, "curl", "-sg", "-m", "10", "-o", "/dev/null", "-w",
@@ -454,15 +454,13 @@ def running_world(python: Path) -> Iterator[World]:
         create_cloud(world)
         ports_file, instances_file = write_upstream_files(world, {})
         with ThreadPoolExecutor(max_workers=4) as pool:
-            nova_job = pool.submit(
-                start_nova_metadata,
+            nova, nova_port = start_nova_metadata(  # returns at once; waited for below
                 python,
                 workdir / "nova",
                 secret=secret,
                 instances=instances_file,
                 vendor_json=workdir / "vendor.json",
             )
-            nova, nova_port = nova_job.result()
             world.services.append(nova)
             world.logs["nova metadata API"] = workdir / "nova" / "nova-metadata.log"
             world.logs["nova output"] = nova.log
