@@ -28,6 +28,7 @@ import pytest
 from metastack.bench import haproxy
 from support import neutron_agent
 from support.needs import missing
+from support.ports import free_ports
 
 NETWORK, UNKNOWN = "net-1", "net-none"
 INSTANCE = "8a3f06f0-6c3c-4a6e-9d1e-0f6b3c1d2e4f"
@@ -46,18 +47,6 @@ def workdir() -> Iterator[Path]:
     path.chmod(0o755)
     yield path
     subprocess.run(["rm", "-rf", str(path)], check=True)
-
-
-def free_ports(count: int) -> list[int]:
-    import socket
-
-    socks = [socket.socket() for _ in range(count)]
-    for sock in socks:
-        sock.bind(("127.0.0.1", 0))
-    ports = [int(sock.getsockname()[1]) for sock in socks]
-    for sock in socks:
-        sock.close()
-    return ports
 
 
 def wait_port(port: int, proc: subprocess.Popen[bytes] | None, what: str) -> None:

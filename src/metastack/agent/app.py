@@ -13,8 +13,9 @@ from metastack.http11 import REASONS, Request, Response
 
 log = logging.getLogger(__name__)
 
-UNAVAILABLE = "The metadata service is temporarily unavailable."
-_TEXT = [(b"Content-Type", b"text/plain; charset=utf-8")]
+# neutron's agent's words for an API it cannot reach
+UNAVAILABLE = "The remote metadata server is temporarily unavailable. Please try again later."
+_TEXT = [(b"Content-Type", b"text/plain; charset=UTF-8")]
 # Which list of `proxy_headers`' answer a lower-cased header name goes to.
 _XFF, _NETWORK, _ROUTER, _OVN_NETWORK = 0, 1, 2, 3
 _WANTED = {
@@ -34,7 +35,14 @@ def _stale(response: Response) -> bool:
 
 
 def _text(status: int, message: str) -> Response:
-    return Response(status, REASONS[status], list(_TEXT), message.encode() + b"\n")
+    """The agent's own answer, byte for byte as neutron's agent writes it (its HTML page,
+    labelled text/plain), so a guest reads the same through either agent."""
+    title = f"{status} {REASONS[status].decode()}"
+    page = (
+        f"<html>\n <head>\n  <title>{title}</title>\n </head>\n <body>\n  <h1>{title}</h1>\n"
+        f"  {message}<br /><br />\n\n\n </body>\n</html>"
+    )
+    return Response(status, REASONS[status], list(_TEXT), page.encode("utf-8", "surrogateescape"))
 
 
 def proxy_headers(request: Request) -> tuple[list[str], list[str], list[str], list[str]]:

@@ -50,7 +50,8 @@ def _header_value(value: str) -> bytes:
 
 def build_upstream_headers(forwarded_for: str, who: Identity, secret: str) -> Headers:
     """Exactly the contract's four headers, plus identity encoding (bodies pass byte for
-    byte)."""
+    byte) and `Accept: */*`, which neutron's agent sends too (python-requests' default): the
+    API picks its error pages' form by it, so guests get the same pages through either."""
     return [(_XFF, _header_value(forwarded_for)), *_identity_headers(who, secret)]
 
 
@@ -60,6 +61,7 @@ def _identity_headers(who: Identity, secret: str) -> Headers:
         (_TENANT, _header_value(who.project_id)),
         (_SIGNATURE, identity.sign_instance_id(secret, who.instance_id).encode()),
         (b"Accept-Encoding", b"identity"),
+        (b"Accept", b"*/*"),
     ]
 
 

@@ -20,6 +20,7 @@ from urllib.parse import unquote_to_bytes, urlsplit
 
 from metastack import identity
 from metastack.api.cache import DocumentCache, Watcher, make_watcher
+from metastack.api.errorpage import error_page
 from metastack.api.vendordata import DynamicVendordata, load_static
 from metastack.config import ApiConfig
 from metastack.errors import StoreError, UpstreamUnavailable
@@ -82,8 +83,15 @@ def _respond(status: int, body: bytes, content_type: bytes) -> Response:
     )
 
 
-def _refuse(status: int, message: str) -> Response:
-    return _respond(status, message.encode(), TEXT)
+# nova raises these without an explanation, so the page carries WebOb's own text.
+_WEBOB_TEXT = frozenset({404, 409})
+
+
+def _refuse(status: int, message: str, accept: str | None) -> Response:
+    """nova's error page (WebOb's, in the form `accept` prefers) for a refusal."""
+    explanation = None if status in _WEBOB_TEXT else message
+    content_type, body = error_page(status, accept, explanation)
+    return _respond(status, body, content_type)
 
 
 @functools.cache  # a handful of distinct content types, encoded once each
@@ -304,16 +312,18 @@ class MetadataService:
         try:
             return await self._handle(request)
         except Refusal as refusal:
-            response = _refuse(refusal.status, refusal.message)
+            response = _refuse(refusal.status, refusal.message, request.header("accept"))
             if refusal.mismatch:
                 response.headers.append((identity.ADDRESS_MISMATCH.encode(), b"1"))
             return response
         except StoreError as exc:  # StoreUnavailable and every other database failure
             log.warning("store failed: %s", exc)
-            return _refuse(503, "The metadata store is unavailable; retry later.")
+            return _refuse(
+                503, "The metadata store is unavailable; retry later.", request.header("accept")
+            )
         except UpstreamUnavailable as exc:
             log.warning("vendordata failed: %s", exc)
-            return _refuse(503, "A vendor data service is unavailable.")
+            return _refuse(503, "A vendor data service is unavailable.", request.header("accept"))
 
     async def _handle(self, request: Incoming) -> Response:
         try:

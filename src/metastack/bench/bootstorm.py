@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-from metastack.bench import fleet, haproxy, plumbing
+from metastack.bench import fleet, haproxy, neutron, plumbing
 from metastack.bench.crawl import Storm, run_storm
 from metastack.bench.report import plot, summarise
 from metastack.bench.sampler import Sampler, tcp_counters
@@ -23,6 +23,7 @@ from metastack.demo.run import wait_for_namespaces as wait_namespaces
 from metastack.demo.state import DemoState, Guest, Process
 from metastack.lab.chain import Chain
 from metastack.lab.guest import GUEST_PYTHON, script
+from metastack.lab.upstream import HaproxySite
 from metastack.netagent.config import NetagentConfig, load_netagent_config
 from metastack.netagent.proxyproc import ProxyProcess
 from metastack.netns import dnsmasq
@@ -32,6 +33,7 @@ from metastack.proxy.client import ControlClient as ProxyClient
 
 Progress = Callable[[str], None]
 ProxyKind = Literal["metastack", "haproxy"]
+AgentKind = Literal["metastack", "neutron"]
 METADATA_URL = "http://169.254.169.254"
 
 
@@ -51,6 +53,10 @@ class Options:
     timeout: float = 10.0
     deadline: float = 300.0
     workdir: Path | None = None
+    # "neutron": neutron's own agent in ours' place (bench/neutron.py); needs upstream_python.
+    agent: AgentKind = "metastack"
+    upstream_python: Path | None = None
+    agent_workers: int | None = None  # neutron's agent; None: its default
 
 
 def bootstorm(options: Options, progress: Progress) -> dict[str, Any]:
@@ -94,6 +100,13 @@ def _bootstorm(
     # haproxy drops to nobody: named to the agent, its socket's `deduce` mode lets it in.
     proxies = haproxy.identity() if options.proxy == "haproxy" else {}
     chain = start_chain(state, 0, 0, progress, agent=proxies)
+    upstream = None
+    if options.agent == "neutron":
+        if options.upstream_python is None:
+            raise BootstormError("neutron's agent needs the upstream environment's Python")
+        upstream = neutron.replace_agent(
+            state, chain, options.upstream_python, options.agent_workers, progress
+        )
     start_netagent(state, chain, progress, run_proxy=options.proxy == "metastack")
     config = load_netagent_config(netagent_config(state))
     nets = fleet.create_networks(chain, count, progress)
@@ -103,6 +116,8 @@ def _bootstorm(
     creating = time.monotonic()
     members = fleet.create_instances(chain, nets, options.instances, progress)
     created = time.monotonic() - creating
+    if upstream is not None:
+        progress(f"neutron's agent: {upstream.write_ports(chain)} ports")
     plugs = fleet.plugs(members, state.prefix, config.bridge_name)
     by_netns = {p.netns: m for p, m in zip(plugs, members, strict=True)}
     for plug, member in zip(plugs, members, strict=True):
@@ -111,7 +126,7 @@ def _bootstorm(
                   "routed" if member.net.routed else "isolated", member.net.project, member.mac)
         )  # fmt: skip
     state.save()
-    haproxies = _start_proxies(state, chain, config, nets, options.proxy, progress)
+    haproxies = _start_proxies(state, chain, config, nets, options.proxy, progress, upstream)
     progress(f"plugging {len(plugs)} guests into {count} bridges")
     plumbing.create(plugs, config.fabric_netns)
     dhcp_count = _address(plugs, nets, by_netns, options.dhcp_per_network, progress)
@@ -127,6 +142,8 @@ def _bootstorm(
     progress(f"set up in {setup_s:.1f} s; the storm starts: {len(plugs)} guests at once")
     load_before = Path("/proc/loadavg").read_text().split()[:3]
     targets = _targets(state, chain, config, haproxies)
+    if upstream is not None:
+        targets["agent"] = [upstream.pid]
     sampler = Sampler(lambda: targets)
     serving = sorted(wanted)
     tcp_before = tcp_counters(serving)
@@ -143,6 +160,8 @@ def _bootstorm(
         "networks": count,
         "routed_networks": sum(1 for n in nets if n.routed),
         "proxy": options.proxy,
+        "agent": options.agent,
+        "agent_workers": options.agent_workers,
         "run_id": state.run_id,
         "prefix": state.prefix,
         "workdir": state.workdir,
@@ -185,8 +204,10 @@ def _start_proxies(
     nets: list[fleet.Net],
     kind: ProxyKind,
     progress: Progress,
+    upstream: neutron.NeutronAgent | None = None,
 ) -> list[int]:
-    """Wait for our proxy's listeners, or start one haproxy per serving namespace."""
+    """Wait for our proxy's listeners, or start one haproxy per serving namespace (in front
+    of neutron's agent: configured by neutron's own code)."""
     sites = [
         haproxy.Site(config.router_netns(n.router_id), "0.0.0.0:9697", "Router", n.router_id)
         if n.router_id
@@ -210,6 +231,14 @@ def _start_proxies(
         demo_guests.wait_for(held, 60 + len(sites), "the proxy's listeners")
         return []
     progress(f"starting {len(sites)} haproxy processes (neutron's configuration)")
+    if upstream is not None:
+        neutron_sites = []
+        for site in sites:
+            host, _, port = site.bind.rpartition(":")
+            neutron_sites.append(
+                HaproxySite(site.netns, site.kind.lower(), site.uuid, host, int(port))
+            )
+        return neutron.start_haproxies(state, upstream, chain, neutron_sites)
     started: dict[str, tuple[int, str]] = {}
     try:
         haproxy.start(sites, str(chain.agent_socket), Path(state.workdir) / "haproxy", started)

@@ -424,3 +424,77 @@ def soak_command(
         duration, warmup, rate, fraction, sample_every, max_growth, timeout, json_path
     )
     sys.exit(run_soak(options))
+
+
+@bench_command.command("neutron-agent")
+@click.option(
+    "--instances", type=click.IntRange(1, 5000), default=100, show_default=True, help="Guests."
+)
+@click.option("--networks", type=click.IntRange(2, 2000), help="Networks, half of them routed.")
+@click.option(
+    "--agent-workers",
+    type=click.IntRange(0, 64),
+    help="neutron's metadata_workers [default: neutron's own, half the CPUs].",
+)
+@click.option("--probes", type=click.IntRange(0, 20), default=2, show_default=True)
+@click.option("--timeout", type=float, default=10.0, show_default=True, help="Per request (s).")
+@click.option("--deadline", type=float, default=300.0, show_default=True, help="Each storm (s).")
+@click.option("--json", "json_path", type=click.Path(dir_okay=False, path_type=Path))
+@click.option(
+    "--upstream-python",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Python of the environment with neutron [default: ./.upstream-venv/bin/python, "
+    "built by scripts/upstream-venv].",
+)
+def neutron_agent_command(
+    instances: int,
+    networks: int | None,
+    agent_workers: int | None,
+    probes: int,
+    timeout: float,
+    deadline: float,
+    json_path: Path | None,
+    upstream_python: Path | None,
+) -> None:
+    """Boot INSTANCES guests at once with neutron's real metadata agent (29.0.0) in our
+    agent's place, twice: behind our proxy, then behind haproxy configured by neutron's
+    code; errors and latency side by side. Exit 1 when our proxy gave guests more errors."""
+    import json
+
+    from metastack.bench.bootstorm import Options, bootstorm
+    from metastack.bench.neutron import side_by_side
+    from metastack.lab.upstream import UpstreamError, find_python
+
+    if os.geteuid() != 0:
+        click.echo("metastack bench neutron-agent: needs root (namespaces, dnsmasq)", err=True)
+        sys.exit(2)
+    try:
+        python = upstream_python or find_python(Path.cwd())
+    except UpstreamError as exc:
+        click.echo(f"metastack bench neutron-agent: {exc}", err=True)
+        sys.exit(2)
+    reports: dict[str, dict[str, Any]] = {}
+    previous = signal.signal(signal.SIGTERM, _interrupt)
+    try:
+        for proxy in ("metastack", "haproxy"):
+            options = Options(
+                instances, networks, "haproxy" if proxy == "haproxy" else "metastack",
+                1, probes, timeout, deadline, None, "neutron", python, agent_workers,
+            )  # fmt: skip
+            report = bootstorm(options, _progress)
+            report.pop("_storm")
+            reports["our proxy" if proxy == "metastack" else "haproxy"] = report
+    except (MetastackError, OSError) as exc:
+        click.echo(f"metastack bench neutron-agent: {exc}", err=True)
+        sys.exit(1)
+    except KeyboardInterrupt:
+        click.echo("metastack bench neutron-agent: interrupted; everything was removed", err=True)
+        sys.exit(130)
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+    if json_path is not None:
+        json_path.write_text(json.dumps(reports, indent=2) + "\n")
+    workers = "neutron's default" if agent_workers is None else agent_workers
+    click.echo(f"neutron's metadata agent 29.0.0 (workers: {workers}) behind each proxy:")
+    click.echo(side_by_side(reports))
+    sys.exit(1 if reports["our proxy"]["errors"] > reports["haproxy"]["errors"] else 0)

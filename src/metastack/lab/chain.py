@@ -72,11 +72,13 @@ def _toml_value(value: Any) -> str:
         return f'"{escaped}"'
     if isinstance(value, list | tuple):
         return "[" + ", ".join(_toml_value(item) for item in value) + "]"
+    if isinstance(value, Mapping):  # an inline table, e.g. the API's `vendordata`
+        return "{" + ", ".join(f"{k} = {_toml_value(v)}" for k, v in value.items()) + "}"
     raise TypeError(f"cannot write {value!r} as TOML")
 
 
 def write_config(path: Path, section: str, values: Mapping[str, Any]) -> None:
-    """Write one `[section]` of scalar and list values, readable by the owner only."""
+    """Write one `[section]` of scalars, lists and inline tables, readable by the owner only."""
     lines = [f"[{section}]"]
     lines += [f"{key} = {_toml_value(value)}" for key, value in values.items()]
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)

@@ -139,6 +139,18 @@ async def test_unknown_guest_is_404(
         assert message in await response.text()
 
 
+async def test_unknown_guest_gets_neutrons_page_byte_for_byte(
+    client: aiohttp.ClientSession,
+) -> None:
+    async with client.get("/", headers=proxy_headers(xff="10.9.9.9")) as response:
+        assert response.headers["Content-Type"] == "text/plain; charset=UTF-8"
+        assert await response.read() == (  # neutron 29's encode_http_reponse
+            b"<html>\n <head>\n  <title>404 Not Found</title>\n </head>\n <body>\n"
+            b"  <h1>404 Not Found</h1>\n  Instance was not found on network net-a.<br /><br />"
+            b"\n\n\n </body>\n</html>"
+        )
+
+
 async def test_two_ports_with_the_address_is_404(
     client: aiohttp.ClientSession, control: FakeControl
 ) -> None:

@@ -75,6 +75,29 @@ async def test_project_mismatch_and_unknown_instance_are_404(
         assert response.status == 404
 
 
+async def test_error_pages_are_webobs_in_the_form_accept_asks(
+    metadata_api: Any, store: FakeStore
+) -> None:
+    """nova's answer bytes: WebOb's page, HTML for `*/*` (what both agents send), plain
+    text without an Accept header, JSON when asked."""
+    store.put(make_instance(UUID_A, "proj-a", "10.0.0.5"))
+    _, http = await metadata_api()
+    path = "/latest/meta-data/no-such-key"
+    explanation = "The resource could not be found."
+    for accept, content_type, body in [
+        ("*/*", "text/html; charset=UTF-8", f"  <h1>404 Not Found</h1>\n  {explanation}<br />"),
+        ("text/plain", "text/plain; charset=UTF-8", f"404 Not Found\n\n{explanation}\n\n   "),
+        ("application/json", "application/json", '"code": "404 Not Found"'),
+    ]:
+        headers = {**signed(UUID_A, "proj-a"), "Accept": accept}
+        async with http.get(path, headers=headers) as response:
+            assert (response.status, response.headers["Content-Type"]) == (404, content_type)
+            assert body in await response.text()
+    headers = {**signed(UUID_A, "proj-a", secret="wrong"), "Accept": "text/plain"}
+    async with http.get(path, headers=headers) as response:
+        assert await response.text() == "403 Forbidden\n\nInvalid proxy request signature.\n\n   "
+
+
 async def test_signed_request_gets_own_documents(metadata_api: Any, store: FakeStore) -> None:
     store.put(make_instance(UUID_A, "proj-a", "10.0.0.5", user_data=b"#!/bin/sh\necho hi\n"))
     store.put(make_instance(UUID_B, "proj-b", "10.0.0.5"))

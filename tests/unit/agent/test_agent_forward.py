@@ -26,6 +26,7 @@ def test_exactly_the_contract_headers_and_identity_encoding() -> None:
         "X-Tenant-ID": "proj-a",
         "X-Instance-ID-Signature": identity.sign_instance_id("k", "inst-a"),
         "Accept-Encoding": "identity",
+        "Accept": "*/*",
     }
     assert identity.verify_instance_id("k", "inst-a", headers["X-Instance-ID-Signature"])
 

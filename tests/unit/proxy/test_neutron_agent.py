@@ -17,6 +17,7 @@ from metastack.proxy.listeners import Listeners
 from metastack.proxy.serve import limits_from
 from metastack.proxy.upstream import AgentClient
 from support.neutron_agent import INSTANCE_ID_PATH, NeutronAgent, not_found, relayed_answer
+from support.ports import free_ports
 
 NETWORK, ROUTER, UNKNOWN = "net-1", "rtr-1", "net-none"
 INSTANCE = "8a3f06f0-6c3c-4a6e-9d1e-0f6b3c1d2e4f"
@@ -31,7 +32,7 @@ def neutron(tmp_path: Path) -> Iterator[NeutronAgent]:
 
 
 @pytest.fixture
-async def proxy(neutron: NeutronAgent, free_port: int) -> AsyncIterator[dict[str, int]]:
+async def proxy(neutron: NeutronAgent) -> AsyncIterator[dict[str, int]]:
     """The proxy as `metastack proxy` builds it with its default settings; a listener per
     identity on 127.0.0.1 (ports by name)."""
     config = ProxyConfig(metadata_proxy_socket=neutron.path, control_socket="")
@@ -43,13 +44,19 @@ async def proxy(neutron: NeutronAgent, free_port: int) -> AsyncIterator[dict[str
     )
     forwarder = Forwarder(client, upstream_timeout=config.upstream_timeout)
     listeners = Listeners(forwarder, limits_from(config), config.backlog)
-    ports = {NETWORK: free_port, ROUTER: free_port + 1, UNKNOWN: free_port + 2}
-    await listeners.add(ListenerConfig(host="127.0.0.1", port=ports[NETWORK], network_id=NETWORK))
-    await listeners.add(ListenerConfig(host="127.0.0.1", port=ports[ROUTER], router_id=ROUTER))
-    await listeners.add(ListenerConfig(host="127.0.0.1", port=ports[UNKNOWN], network_id=UNKNOWN))
-    yield ports
-    await listeners.close(0.1)
-    await client.close()
+    ports = dict(zip((NETWORK, ROUTER, UNKNOWN), free_ports(3), strict=True))
+    try:
+        await listeners.add(
+            ListenerConfig(host="127.0.0.1", port=ports[NETWORK], network_id=NETWORK)
+        )
+        await listeners.add(ListenerConfig(host="127.0.0.1", port=ports[ROUTER], router_id=ROUTER))
+        await listeners.add(
+            ListenerConfig(host="127.0.0.1", port=ports[UNKNOWN], network_id=UNKNOWN)
+        )
+        yield ports
+    finally:
+        await listeners.close(0.1)
+        await client.close()
 
 
 async def guest(port: int, raw: bytes) -> bytes:
