@@ -10,7 +10,15 @@ from click.testing import CliRunner
 
 from metastack.bench.cli import bench_command, join_values
 
-BENCHMARKS = {"bootstorm", "chain", "metadata-api", "agent-load", "proxy-listeners", "soak"}
+BENCHMARKS = {
+    "bootstorm",
+    "chain",
+    "metadata-api",
+    "agent-load",
+    "proxy-listeners",
+    "soak",
+    "neutron-agent",
+}
 
 
 def params(name: str, *args: str) -> dict[str, object]:
