@@ -22,4 +22,4 @@ def test_schema_matches_models(database_url: str) -> None:
 
 def test_upgrade_twice_is_a_no_op(database_url: str) -> None:
     upgrade(database_url)
-    assert current(database_url) == "0001"
+    assert current(database_url) == "0002_agents"
