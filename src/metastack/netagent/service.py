@@ -54,13 +54,24 @@ class NetAgent:
         # read, with that revision as it stood before the read.
         self.topology_revision: int | None = None
         self._topology: tuple[int, Topology] | None = None
+        self.reported = False  # this process's first state report went through
+
+    async def report_state(self) -> None:
+        """Register this host as an agent, or tell the control API it is still alive."""
+        body = {"host": self.config.host, "capabilities": self.config.reported_capabilities}
+        await self.client.create("agents", body)
+        self.reported = True
 
     async def desired(self) -> Desired:
         """Fetch the topology (creating DHCP ports where missing) and derive the desired state.
 
-        A pass while the change feed shows no change for this host since the last read
-        reuses that read: a periodic full pass re-reads the kernel, not every port again.
+        The first pass reports this host's state before it reads, so that what is to be
+        scheduled to it is. A pass while the change feed shows no change for this host
+        since the last read reuses that read: a periodic full pass re-reads the kernel,
+        not every port again.
         """
+        if not self.reported:
+            await self.report_state()
         seen = self.topology_revision
         if seen is not None and self._topology is not None and self._topology[0] == seen:
             return desired_state(self._topology[1], self.config)
@@ -121,6 +132,7 @@ class NetAgent:
             asyncio.create_task(self._reconcile_loop(), name="reconcile"),
             asyncio.create_task(self._feed_loop(), name="feed"),
             asyncio.create_task(self._watch_loop(), name="watch"),
+            asyncio.create_task(self._report_loop(), name="report"),
         ]
         try:
             await stop.wait()
@@ -181,6 +193,14 @@ class NetAgent:
         return (
             not served or change.get("resource") == "router" or (change.get("network_id") in served)
         )
+
+    async def _report_loop(self) -> None:
+        while True:
+            await asyncio.sleep(self.config.report_interval)
+            try:
+                await self.report_state()
+            except ControlApiError as exc:
+                log.warning("state report: %s", exc)
 
     async def _watch_loop(self) -> None:
         while True:

@@ -136,18 +136,26 @@ async def _list_by_ids(
     return docs
 
 
+async def served_ids(client: ControlClient, config: NetagentConfig) -> tuple[list[str], list[str]]:
+    """The ids of the networks (DHCP) and routers this host serves: the static lists where
+    set, else what the control API schedules to this host's agent (nothing if it has none)."""
+    networks, routers = list(config.networks), list(config.routers)
+    if networks and routers:
+        return networks, routers
+    agents = await client.list("agents", host=config.host)
+    agent: dict[str, Any] = agents[0] if agents else {}
+    return (
+        networks or list(agent.get("networks", ())),
+        routers or list(agent.get("routers", ())),
+    )
+
+
 async def fetch_topology(client: ControlClient, config: NetagentConfig) -> Topology:
     """Read everything this host serves from the control API (a handful of list calls)."""
-    wanted = config.networks or None
-    network_docs = (
-        await _list_by_ids(client, "networks", "id", wanted)
-        if wanted
-        else await client.list("networks")
-    )
+    network_ids, router_ids = await served_ids(client, config)
+    network_docs = await _list_by_ids(client, "networks", "id", network_ids)
     dhcp_ids = {doc["id"] for doc in network_docs}
-    routers = [router_from(doc) for doc in await client.list("routers")]
-    if config.routers:
-        routers = [r for r in routers if r.id in set(config.routers)]
+    routers = [router_from(doc) for doc in await _list_by_ids(client, "routers", "id", router_ids)]
     extra = {i.network_id for r in routers for i in r.interfaces} - dhcp_ids
     if extra:
         network_docs += await _list_by_ids(client, "networks", "id", sorted(extra))

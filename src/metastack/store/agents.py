@@ -194,10 +194,26 @@ def _plans(
     return dhcp_moves, l3_moves, agents
 
 
+def stray_dhcp_ports(session: Session) -> list[PortRow]:
+    """DHCP ports of DHCP-capable agents on networks not scheduled to them: made by a
+    netagent from a topology read just before the network moved away from it."""
+    agents = session.scalars(select(AgentRow)).all()
+    by_device = {DHCP_DEVICE_PREFIX + a.host: a.id for a in agents if "dhcp" in a.capabilities}
+    if not by_device:
+        return []
+    bound = set(session.execute(select(DhcpBindingRow.network_id, DhcpBindingRow.agent_id)))
+    ports = session.scalars(
+        select(PortRow).where(
+            PortRow.device_owner == DHCP_OWNER, PortRow.device_id.in_(list(by_device))
+        )
+    ).all()
+    return [port for port in ports if (port.network_id, by_device[port.device_id]) not in bound]
+
+
 def pending(session: Session, policy: SchedulingPolicy, now: datetime) -> bool:
     """Whether a scheduling pass with failover would change anything (a read, no lock)."""
     dhcp_moves, l3_moves, _ = _plans(session, policy, now, None, None, failover=True)
-    return bool(dhcp_moves or l3_moves)
+    return bool(dhcp_moves or l3_moves or stray_dhcp_ports(session))
 
 
 def schedule(
@@ -210,13 +226,17 @@ def schedule(
     failover: bool = False,
 ) -> int:
     """Bind these networks and routers (None: all) to agents under the scheduling lock;
-    with `failover`, also move them off dead agents. The number of bindings changed."""
+    with `failover`, also move them off dead agents and remove stray DHCP ports. The number
+    of bindings and ports changed."""
     lock_scheduling(tx.session)
     dhcp_moves, l3_moves, agents = _plans(tx.session, policy, now, networks, routers, failover)
     hosts = {agent.id: agent.host for agent in agents}
     _apply_dhcp(tx, dhcp_moves, hosts)
     _apply_l3(tx, l3_moves)
-    return len(dhcp_moves) + len(l3_moves)
+    strays = stray_dhcp_ports(tx.session) if failover else []
+    for port in strays:
+        delete_port(tx, port)
+    return len(dhcp_moves) + len(l3_moves) + len(strays)
 
 
 def _removes_first(moves: Sequence[Move]) -> list[Move]:

@@ -330,9 +330,10 @@ class SqlStore:
         self._write(lambda tx: agents.delete_agent(tx, agent_id, self.scheduling, when))
 
     def reschedule(self, now: datetime | None = None) -> int:
-        """The periodic pass: bind what waits for an agent and, where failover is allowed,
-        move networks and routers off dead agents. Reads first and takes the write lock only
-        when there is something to do; the number of bindings changed."""
+        """The periodic pass: bind what waits for an agent, move networks and routers off
+        dead agents where failover is allowed, and remove DHCP ports of agents on networks
+        no longer scheduled to them. Reads first and takes the write lock only when there is
+        something to do; the number of bindings and ports changed."""
         when = now or utcnow()
         if not self._read(lambda s: agents.pending(s, self.scheduling, when)):
             return 0

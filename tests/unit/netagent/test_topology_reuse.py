@@ -26,6 +26,9 @@ class FakeControl:
         self.lists += 1
         return []
 
+    async def create(self, plural: str, body: dict[str, Any]) -> dict[str, Any]:
+        return {"id": "agent", **body}  # the state report
+
     async def changes(self, since: int = 0, wait: float = 0, limit: int = 1000) -> dict[str, Any]:
         if wait == 0:
             return {"revision": self.revision, "changes": []}

@@ -214,3 +214,28 @@ def test_deleting_a_network_or_router_drops_its_bindings(
     store.delete_router(router.id)
     [view] = store.list_agents()
     assert (view.id, view.networks, view.routers) == (agent, [], [])
+
+
+def test_dhcp_ports_of_agents_not_serving_the_network_are_removed(
+    make_store: Callable[..., SqlStore],
+) -> None:
+    store = make_store()
+    now = datetime.now(UTC)
+    report(store, "a", now)
+    network = store.create_network(NetworkCreate(project_id="p"))
+    subnet = store.create_subnet(SubnetCreate(network_id=network.id, cidr="10.0.0.0/24"))
+    report(store, "b", now)  # DHCP-capable, but the network is a's
+    report(store, "static", now, "l3", "metadata")  # serves a static list: not scheduled
+    for host in ("a", "b", "static"):
+        store.create_port(
+            PortCreate(
+                network_id=network.id,
+                device_owner="network:dhcp",
+                device_id=f"dhcp-{host}",
+                fixed_ips=[FixedIpSpec(subnet_id=subnet.id)],
+            )
+        )
+    assert store.reschedule() == 1
+    left = {p.device_id for p in store.list_ports(PortFilter(network_ids=[network.id]))}
+    assert left == {"dhcp-a", "dhcp-static"}
+    assert store.reschedule() == 0
