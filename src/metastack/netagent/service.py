@@ -13,7 +13,12 @@ from metastack.netagent.config import NetagentConfig
 from metastack.netagent.desired import Desired, desired_state
 from metastack.netagent.proxyproc import ProxyProcess
 from metastack.netagent.reconcile import Reconciler, Report
-from metastack.netagent.topology import Topology, ensure_dhcp_ports, fetch_topology
+from metastack.netagent.topology import (
+    Topology,
+    UnknownAgent,
+    ensure_dhcp_ports,
+    fetch_topology,
+)
 from metastack.netns import dnsmasq
 from metastack.netns.apply import delete_netns, list_netns
 from metastack.proxy.client import ControlClient as ProxyClient
@@ -75,7 +80,11 @@ class NetAgent:
         seen = self.topology_revision
         if seen is not None and self._topology is not None and self._topology[0] == seen:
             return desired_state(self._topology[1], self.config)
-        topology = await fetch_topology(self.client, self.config)
+        try:
+            topology = await fetch_topology(self.client, self.config)
+        except UnknownAgent:
+            self.reported = False  # the next pass registers this host again first
+            raise
         if await ensure_dhcp_ports(self.client, topology, self.config):
             topology = await fetch_topology(self.client, self.config)
         self._topology = (seen, topology) if seen is not None else None

@@ -6,28 +6,37 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
+import pytest
+
 from metastack.client.http import ControlApiError
 from metastack.netagent.reconcile import Report
 from metastack.netagent.service import NetAgent
+from metastack.netagent.topology import UnknownAgent
 from unit.netagent.builders import config
 
 
 class ReportingControl:
-    """Records the order of calls; a state report fails while `failing` is set."""
+    """Records the order of calls; knows the agent once it reported (unless `forgetful`);
+    a state report fails while `failing` is set."""
 
-    def __init__(self) -> None:
+    def __init__(self, *, forgetful: bool = False) -> None:
         self.calls: list[tuple[str, Any]] = []
         self.failing = False
+        self.forgetful = forgetful
+        self.agents: list[dict[str, Any]] = []
 
     async def list(self, plural: str, **filters: Any) -> list[Any]:
         self.calls.append(("list", plural))
-        return []
+        return self.agents if plural == "agents" else []
 
     async def create(self, plural: str, body: dict[str, Any]) -> dict[str, Any]:
         self.calls.append(("create", (plural, body)))
         if self.failing:
             raise ControlApiError(503, "database unavailable")
-        return {"id": "a1", **body}
+        agent = {"id": "a1", "networks": [], "routers": [], **body}
+        if not self.forgetful:
+            self.agents = [agent]
+        return agent
 
     def reports(self) -> list[dict[str, Any]]:
         return [arg[1] for kind, arg in self.calls if kind == "create" and arg[0] == "agents"]
@@ -74,3 +83,21 @@ async def test_reports_every_interval_and_outlives_failures(tmp_path: Any) -> No
         assert len(control.reports()) >= failed + 2
     finally:
         loop.cancel()
+
+
+async def test_a_host_the_control_api_does_not_know_registers_again(tmp_path: Any) -> None:
+    control = ReportingControl(forgetful=True)  # an agent record deleted at once
+    netagent = NetAgent(config(state_path=str(tmp_path)), control)  # type: ignore[arg-type]
+    applied: list[Any] = []
+
+    def apply(desired: Any, full: bool) -> Report:
+        applied.append(desired)
+        return Report()
+
+    netagent.reconciler.apply = apply  # type: ignore[method-assign]
+    with pytest.raises(UnknownAgent):
+        await netagent.reconcile(full=True)
+    assert applied == []  # nothing torn down for want of a record
+    with pytest.raises(UnknownAgent):
+        await netagent.reconcile(full=True)
+    assert len(control.reports()) == 2  # each pass reported the host again first

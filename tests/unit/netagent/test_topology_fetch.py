@@ -6,8 +6,10 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
+import pytest
+
 from metastack.netagent.config import NetagentConfig
-from metastack.netagent.topology import IDS_PER_CALL, fetch_topology
+from metastack.netagent.topology import IDS_PER_CALL, UnknownAgent, fetch_topology
 
 
 class RecordingClient:
@@ -69,8 +71,8 @@ async def test_serves_only_what_is_scheduled_to_this_host() -> None:
     assert set(topology.routers) == set(client.agent["routers"])
     assert ("agents", {"host": "node"}) in client.calls
     other = NetagentConfig(control_url="http://control", host="another-node")
-    nothing = await fetch_topology(client, other)  # type: ignore[arg-type]
-    assert (nothing.dhcp_networks, nothing.routers) == (frozenset(), {})
+    with pytest.raises(UnknownAgent):  # not "serve nothing": the pass fails, nothing is torn down
+        await fetch_topology(client, other)  # type: ignore[arg-type]
 
 
 async def test_static_lists_win_over_scheduling() -> None:
