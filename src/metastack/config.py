@@ -218,6 +218,25 @@ class ApiConfig(_Section):
     max_user_data_bytes: int = Field(
         65535, ge=0, description="user data limit (base64 length, as nova)"
     )
+    # neutron's agent scheduling options.
+    agent_down_time: float = Field(
+        75.0,
+        gt=0,
+        description="seconds without a state report after which an agent is dead; the "
+        "periodic scheduling pass runs every half of it",
+    )
+    dhcp_agents_per_network: int = Field(1, ge=1, description="DHCP agents per network")
+    max_l3_agents_per_router: int = Field(
+        1,
+        ge=1,
+        description="L3 agents per router; 2 or more makes new routers HA (a VRRP id each)",
+    )
+    allow_automatic_dhcp_failover: bool = Field(
+        True, description="move networks off dead DHCP agents"
+    )
+    allow_automatic_l3agent_failover: bool = Field(
+        True, description="move routers off dead L3 agents"
+    )
     vendordata: VendordataConfig = Field(
         VendordataConfig(), description="vendor data (`[api.vendordata]`)"
     )

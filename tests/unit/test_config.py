@@ -24,6 +24,13 @@ def test_defaults_follow_openstack_ports() -> None:
     assert config.metadata_proxy_shared_secret == ""
 
 
+def test_scheduling_defaults_follow_neutron() -> None:
+    config = load_api_config()
+    assert config.agent_down_time == 75
+    assert (config.dhcp_agents_per_network, config.max_l3_agents_per_router) == (1, 1)
+    assert config.allow_automatic_dhcp_failover and config.allow_automatic_l3agent_failover
+
+
 def test_file_then_env_then_flags(tmp_path: Path) -> None:
     path = write(
         tmp_path,

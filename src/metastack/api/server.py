@@ -69,10 +69,11 @@ def bind_listeners(config: ApiConfig) -> Listeners:
 async def serve_worker(config: ApiConfig, sockets: dict[str, socket.socket]) -> int:
     """One worker: open the store, serve the apps on their sockets until told to stop."""
     from metastack.api.control import make_control_app
+    from metastack.api.control.agents import scheduling_policy
     from metastack.api.metadata_app import MetadataServer
     from metastack.store.sql import SqlStore
 
-    store = SqlStore(config.database_url)
+    store = SqlStore(config.database_url, scheduling=scheduling_policy(config))
     cleanups: list[Callable[[], Awaitable[None]]] = []
     try:
         if "metadata" in sockets:

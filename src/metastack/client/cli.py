@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import click
 
 from metastack.client.commands import Cli, api_command, host_route, without_none
@@ -85,6 +87,50 @@ async def network_show(cli: Cli, name_or_id: str) -> None:
 async def network_delete(cli: Cli, names: tuple[str, ...]) -> None:
     for name in names:
         await cli.client.delete("networks", await cli.resolve("networks", name))
+
+
+@network.group("agent")
+def network_agent() -> None:
+    """Network agents: the network nodes and what is scheduled to them."""
+
+
+def _alive(agent: dict[str, Any]) -> str:
+    return ":-)" if agent.get("alive") else "XXX"  # as `openstack network agent list`
+
+
+AGENT_COLUMNS = [
+    ("ID", field("id")),
+    ("Host", field("host")),
+    ("Capabilities", lambda a: ", ".join(a["capabilities"])),
+    ("Alive", _alive),
+    ("Heartbeat", field("heartbeat_at")),
+    ("Networks", lambda a: len(a["networks"])),
+    ("Routers", lambda a: len(a["routers"])),
+]
+
+
+@api_command(network_agent, "list", "List network agents, alive or not.")
+@click.option("--host", default=None, help="Only the agent of this host.")
+async def network_agent_list(cli: Cli, host: str | None) -> None:
+    cli.table(await cli.client.list("agents", host=host), AGENT_COLUMNS)
+
+
+async def _agent_id(cli: Cli, host_or_id: str) -> str:
+    found = await cli.client.list("agents", host=host_or_id)
+    return str(found[0]["id"]) if found else host_or_id
+
+
+@api_command(network_agent, "show", "Show a network agent (by host or id).")
+@click.argument("host_or_id")
+async def network_agent_show(cli: Cli, host_or_id: str) -> None:
+    cli.show(await cli.client.show("agents", await _agent_id(cli, host_or_id)))
+
+
+@api_command(network_agent, "delete", "Delete network agents (by host or id).")
+@click.argument("hosts_or_ids", nargs=-1, required=True)
+async def network_agent_delete(cli: Cli, hosts_or_ids: tuple[str, ...]) -> None:
+    for host_or_id in hosts_or_ids:
+        await cli.client.delete("agents", await _agent_id(cli, host_or_id))
 
 
 @click.group()

@@ -19,7 +19,7 @@ from metastack.netns.dnsmasq import unsearchable_folder
 @click.command("netagent")
 @click.option("--config", "config_path", type=click.Path(dir_okay=False), help="TOML config file.")
 @click.option("--control-url", help="Control API base URL.")
-@click.option("--host", help="This node's name (the DHCP ports' device_id is dhcp-<host>).")
+@click.option("--host", help="This node's agent name (its DHCP ports' device_id is dhcp-<host>).")
 @click.option("--state-path", help="Directory for dnsmasq files (<state_path>/dhcp/<network>).")
 @click.option("--fabric-netns", help="Namespace holding the bridges ('' = the host's own).")
 @click.option("--namespace-prefix", help="Prefix of qdhcp-/qrouter- namespace names.")
@@ -28,8 +28,20 @@ from metastack.netns.dnsmasq import unsearchable_folder
 )
 @click.option("--proxy-control-socket", help="The proxy's control API unix socket.")
 @click.option("--dnsmasq-binary", help="dnsmasq executable.")
-@click.option("--network", "networks", multiple=True, help="Serve only this network (repeatable).")
-@click.option("--router", "routers", multiple=True, help="Serve only this router (repeatable).")
+@click.option(
+    "--network", "networks", multiple=True, help="Serve this network, not the scheduled ones."
+)
+@click.option(
+    "--router", "routers", multiple=True, help="Serve this router, not the scheduled ones."
+)
+@click.option(
+    "--capability",
+    "capabilities",
+    multiple=True,
+    type=click.Choice(["dhcp", "l3", "metadata"]),
+    help="What this node offers the scheduler (repeatable; default all three).",
+)
+@click.option("--report-interval", type=float, help="Seconds between state reports.")
 @click.option("--enable-isolated-metadata/--disable-isolated-metadata", default=None)
 @click.option("--force-metadata/--no-force-metadata", default=None)
 @click.option("--resync-interval", type=float, help="Seconds between full resyncs.")

@@ -6,7 +6,7 @@ import os
 import re
 import socket
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import Field, field_validator, model_validator
 
@@ -19,6 +19,9 @@ from metastack.config import (
 )
 
 _SAMPLE_ID = "0123456789abcdef0123456789abcdef"
+# What a node offers the control API's scheduler (the agent record's `capabilities`).
+Capability = Literal["dhcp", "l3", "metadata"]
+CAPABILITIES: tuple[Capability, ...] = ("dhcp", "l3", "metadata")
 _IFNAME = re.compile(r"^[A-Za-z0-9_.-]{1,15}$")
 _NETNS = re.compile(r"^[A-Za-z0-9_.-]{0,200}$")
 
@@ -37,8 +40,20 @@ class NetagentConfig(_Section):
         default_factory=socket.gethostname,
         min_length=1,
         max_length=200,
-        description="this node's name: the DHCP ports' `device_id` is `dhcp-<host>`",
+        description="this node's agent (one record per host); its DHCP ports' `device_id` "
+        "is `dhcp-<host>`",
         json_schema_extra={"default_text": "the hostname", "example": "network-1"},
+    )
+    capabilities: list[Capability] = Field(
+        default_factory=lambda: list(CAPABILITIES),
+        description="what the node offers the scheduler: `dhcp` (networks), `l3` (routers), "
+        "`metadata`",
+    )
+    report_interval: float = Field(
+        30.0,
+        gt=0,
+        description="seconds between state reports to the control API (keep it well under "
+        "the API's `agent_down_time`)",
     )
     enable_isolated_metadata: bool = Field(
         True,
@@ -72,10 +87,14 @@ class NetagentConfig(_Section):
         "netagent refuses to start and names the folder",
     )
     networks: list[str] = Field(
-        default_factory=list, description="serve only these networks (ids; empty = all)"
+        default_factory=list,
+        description="serve these networks (ids) instead of the ones scheduled to the node; "
+        "empty = the scheduled ones",
     )
     routers: list[str] = Field(
-        default_factory=list, description="serve only these routers (ids; empty = all)"
+        default_factory=list,
+        description="serve these routers (ids) instead of the ones scheduled to the node; "
+        "empty = the scheduled ones",
     )
     bridge_name_template: str = Field(
         "ms-br-{network_id:.8}",
@@ -117,6 +136,13 @@ class NetagentConfig(_Section):
     @classmethod
     def _single_line(cls, value: str | None) -> str | None:
         return single_line(value)
+
+    @field_validator("capabilities")
+    @classmethod
+    def _distinct(cls, capabilities: list[Capability]) -> list[Capability]:
+        if len(set(capabilities)) != len(capabilities):
+            raise ValueError("each capability at most once")
+        return capabilities
 
     @field_validator("control_url")
     @classmethod
@@ -167,6 +193,13 @@ class NetagentConfig(_Section):
     def router_netns(self, router_id: str) -> str:
         """The namespace of a router."""
         return f"{self.namespace_prefix}qrouter-{router_id}"
+
+    @property
+    def reported_capabilities(self) -> list[Capability]:
+        """The capabilities this host reports: a static list of networks (routers) takes it
+        out of DHCP (L3) scheduling, since it would not serve what is scheduled to it."""
+        static = {"dhcp": bool(self.networks), "l3": bool(self.routers), "metadata": False}
+        return [capability for capability in self.capabilities if not static[capability]]
 
     @property
     def dhcp_device_id(self) -> str:

@@ -13,7 +13,12 @@ from metastack.netagent.config import NetagentConfig
 from metastack.netagent.desired import Desired, desired_state
 from metastack.netagent.proxyproc import ProxyProcess
 from metastack.netagent.reconcile import Reconciler, Report
-from metastack.netagent.topology import Topology, ensure_dhcp_ports, fetch_topology
+from metastack.netagent.topology import (
+    Topology,
+    UnknownAgent,
+    ensure_dhcp_ports,
+    fetch_topology,
+)
 from metastack.netns import dnsmasq
 from metastack.netns.apply import delete_netns, list_netns
 from metastack.proxy.client import ControlClient as ProxyClient
@@ -54,17 +59,32 @@ class NetAgent:
         # read, with that revision as it stood before the read.
         self.topology_revision: int | None = None
         self._topology: tuple[int, Topology] | None = None
+        self.reported = False  # this process's first state report went through
+
+    async def report_state(self) -> None:
+        """Register this host as an agent, or tell the control API it is still alive."""
+        body = {"host": self.config.host, "capabilities": self.config.reported_capabilities}
+        await self.client.create("agents", body)
+        self.reported = True
 
     async def desired(self) -> Desired:
         """Fetch the topology (creating DHCP ports where missing) and derive the desired state.
 
-        A pass while the change feed shows no change for this host since the last read
-        reuses that read: a periodic full pass re-reads the kernel, not every port again.
+        The first pass reports this host's state before it reads, so that what is to be
+        scheduled to it is. A pass while the change feed shows no change for this host
+        since the last read reuses that read: a periodic full pass re-reads the kernel,
+        not every port again.
         """
+        if not self.reported:
+            await self.report_state()
         seen = self.topology_revision
         if seen is not None and self._topology is not None and self._topology[0] == seen:
             return desired_state(self._topology[1], self.config)
-        topology = await fetch_topology(self.client, self.config)
+        try:
+            topology = await fetch_topology(self.client, self.config)
+        except UnknownAgent:
+            self.reported = False  # the next pass registers this host again first
+            raise
         if await ensure_dhcp_ports(self.client, topology, self.config):
             topology = await fetch_topology(self.client, self.config)
         self._topology = (seen, topology) if seen is not None else None
@@ -121,6 +141,7 @@ class NetAgent:
             asyncio.create_task(self._reconcile_loop(), name="reconcile"),
             asyncio.create_task(self._feed_loop(), name="feed"),
             asyncio.create_task(self._watch_loop(), name="watch"),
+            asyncio.create_task(self._report_loop(), name="report"),
         ]
         try:
             await stop.wait()
@@ -181,6 +202,14 @@ class NetAgent:
         return (
             not served or change.get("resource") == "router" or (change.get("network_id") in served)
         )
+
+    async def _report_loop(self) -> None:
+        while True:
+            await asyncio.sleep(self.config.report_interval)
+            try:
+                await self.report_state()
+            except ControlApiError as exc:
+                log.warning("state report: %s", exc)
 
     async def _watch_loop(self) -> None:
         while True:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from metastack.client.http import ControlClient
+from metastack.client.http import ControlApiError, ControlClient
 from metastack.netagent.config import NetagentConfig
 
 DHCP_OWNER = "network:dhcp"
@@ -136,18 +136,36 @@ async def _list_by_ids(
     return docs
 
 
+class UnknownAgent(ControlApiError):
+    """The control API has no agent for this host (never registered, or deleted)."""
+
+    def __init__(self, host: str) -> None:
+        super().__init__(404, f"no agent record for host {host!r}; it reports its state again")
+
+
+async def served_ids(client: ControlClient, config: NetagentConfig) -> tuple[list[str], list[str]]:
+    """The ids of the networks (DHCP) and routers this host serves: the static lists where
+    set, else what the control API schedules to this host's agent; UnknownAgent when the
+    control API knows no agent of this host (a missing record is no order to tear down)."""
+    networks, routers = list(config.networks), list(config.routers)
+    if networks and routers:
+        return networks, routers
+    agents = await client.list("agents", host=config.host)
+    if not agents:
+        raise UnknownAgent(config.host)
+    agent: dict[str, Any] = agents[0]
+    return (
+        networks or list(agent.get("networks", ())),
+        routers or list(agent.get("routers", ())),
+    )
+
+
 async def fetch_topology(client: ControlClient, config: NetagentConfig) -> Topology:
     """Read everything this host serves from the control API (a handful of list calls)."""
-    wanted = config.networks or None
-    network_docs = (
-        await _list_by_ids(client, "networks", "id", wanted)
-        if wanted
-        else await client.list("networks")
-    )
+    network_ids, router_ids = await served_ids(client, config)
+    network_docs = await _list_by_ids(client, "networks", "id", network_ids)
     dhcp_ids = {doc["id"] for doc in network_docs}
-    routers = [router_from(doc) for doc in await client.list("routers")]
-    if config.routers:
-        routers = [r for r in routers if r.id in set(config.routers)]
+    routers = [router_from(doc) for doc in await _list_by_ids(client, "routers", "id", router_ids)]
     extra = {i.network_id for r in routers for i in r.interfaces} - dhcp_ids
     if extra:
         network_docs += await _list_by_ids(client, "networks", "id", sorted(extra))

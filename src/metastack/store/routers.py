@@ -11,16 +11,25 @@ from sqlalchemy.orm import Session
 from metastack.errors import Conflict, InvalidInput, NotFound
 from metastack.store.ports import ROUTER_INTERFACE, create_port, delete_port, fixed_ips_of
 from metastack.store.rows import get_row
-from metastack.store.schema import PortRow, RouterRow, SubnetRow, utcnow
+from metastack.store.scheduling import free_vrid
+from metastack.store.schema import L3BindingRow, PortRow, RouterRow, SubnetRow, utcnow
 from metastack.store.specs import FixedIpSpec, InterfaceAdd, PortCreate, RouterCreate, RouterUpdate
 from metastack.store.tx import Tx
 from metastack.store.views import RouterInterfaceView, RouterView
 
 
 def router_views(session: Session, rows: Sequence[RouterRow]) -> list[RouterView]:
-    """API views of routers with their interfaces (two queries for all)."""
+    """API views of routers with their interfaces and L3 agents (three queries for all)."""
     interfaces: dict[str, list[RouterInterfaceView]] = {row.id: [] for row in rows}
+    agents: dict[str, list[str]] = {row.id: [] for row in rows}
     if rows:
+        bindings = (
+            select(L3BindingRow.router_id, L3BindingRow.agent_id)
+            .where(L3BindingRow.router_id.in_(list(agents)))
+            .order_by(L3BindingRow.binding_index)
+        )
+        for router_id, agent_id in session.execute(bindings):
+            agents[router_id].append(agent_id)
         ports = session.scalars(
             select(PortRow)
             .where(
@@ -45,6 +54,9 @@ def router_views(session: Session, rows: Sequence[RouterRow]) -> list[RouterView
             name=row.name,
             project_id=row.project_id,
             interfaces=interfaces[row.id],
+            ha=row.ha,
+            vrid=row.vrid,
+            l3_agents=agents[row.id],
             created_at=row.created_at,
         )
         for row in rows
@@ -52,10 +64,16 @@ def router_views(session: Session, rows: Sequence[RouterRow]) -> list[RouterView
 
 
 def list_routers(
-    session: Session, *, project_id: str | None = None, name: str | None = None
+    session: Session,
+    *,
+    ids: Sequence[str] = (),
+    project_id: str | None = None,
+    name: str | None = None,
 ) -> list[RouterView]:
-    """Routers, oldest first, filtered by project and name."""
+    """Routers, oldest first, filtered by id (any of), project and name."""
     query = select(RouterRow).order_by(RouterRow.created_revision)
+    if ids:
+        query = query.where(RouterRow.id.in_(ids))
     if project_id is not None:
         query = query.where(RouterRow.project_id == project_id)
     if name is not None:
@@ -63,15 +81,31 @@ def list_routers(
     return router_views(session, session.scalars(query).all())
 
 
-def create_router(tx: Tx, spec: RouterCreate) -> RouterView:
-    """Add a router without interfaces."""
+def allocate_vrid(session: Session, project_id: str) -> int:
+    """The lowest VRRP id no HA router of the project holds; Conflict when all 255 are."""
+    used = session.scalars(
+        select(RouterRow.vrid).where(
+            RouterRow.project_id == project_id, RouterRow.vrid.is_not(None)
+        )
+    ).all()
+    vrid = free_vrid({value for value in used if value is not None})
+    if vrid is None:
+        raise Conflict(f"project {project_id} has 255 HA routers: no VRRP id (1-255) is free")
+    return vrid
+
+
+def create_router(tx: Tx, spec: RouterCreate, *, ha: bool = False) -> RouterRow:
+    """Add a router without interfaces; an HA one gets a VRRP id free in its project."""
     router_id = spec.id or str(uuid.uuid4())
     if tx.session.get(RouterRow, router_id) is not None:
         raise Conflict(f"id: a router with id {router_id} exists")
     row = RouterRow(id=router_id, name=spec.name, project_id=spec.project_id, created_at=utcnow())
+    row.ha = ha
+    row.vrid = allocate_vrid(tx.session, spec.project_id) if ha else None
     row.created_revision = tx.record("router", router_id, "create", project_id=spec.project_id)
     tx.session.add(row)
-    return router_views(tx.session, [row])[0]
+    tx.session.flush()
+    return row
 
 
 def update_router(tx: Tx, router_id: str, spec: RouterUpdate) -> RouterView:

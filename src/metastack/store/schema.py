@@ -17,6 +17,7 @@ from sqlalchemy import (
     String,
     Text,
     UniqueConstraint,
+    false,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
@@ -95,9 +96,15 @@ class SubnetRow(Base):
 
 class RouterRow(Base):
     __tablename__ = "routers"
+    __table_args__ = (Index("uq_routers_project_id_vrid", "project_id", "vrid", unique=True),)
     id: Mapped[str] = mapped_column(String(36), primary_key=True)
     name: Mapped[str] = mapped_column(String(255), default="")
     project_id: Mapped[str] = mapped_column(String(64), index=True)
+    # HA routers (VRRP on several L3 agents) get a VRRP id unique within their project:
+    # their advertisements run on a segment of that project (neutron's per-project HA
+    # network), so two HA routers that share a segment never share an id.
+    ha: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
+    vrid: Mapped[int | None] = mapped_column(Integer)
     created_revision: Mapped[int] = mapped_column(BigInteger)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
 
@@ -178,3 +185,43 @@ class InstanceRow(Base):
     revision: Mapped[int] = mapped_column(BigInteger, default=0)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class AgentRow(Base):
+    """A network node's netagent: registered and kept alive by its periodic state reports."""
+
+    __tablename__ = "agents"
+    id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    host: Mapped[str] = mapped_column(String(255), unique=True)
+    capabilities: Mapped[list[Any]] = mapped_column(default=list)  # of "dhcp", "l3", "metadata"
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    heartbeat_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class DhcpBindingRow(Base):
+    """A network served by a DHCP-capable agent; `binding_index` is its slot (1, 2, ...),
+    unique per network, so no race can give a network two bindings in one slot."""
+
+    __tablename__ = "dhcp_agent_bindings"
+    __table_args__ = (UniqueConstraint("network_id", "binding_index"),)
+    network_id: Mapped[str] = mapped_column(
+        ForeignKey("networks.id", ondelete="CASCADE"), primary_key=True
+    )
+    agent_id: Mapped[str] = mapped_column(
+        ForeignKey("agents.id", ondelete="CASCADE"), primary_key=True, index=True
+    )
+    binding_index: Mapped[int] = mapped_column(Integer)
+
+
+class L3BindingRow(Base):
+    """A router served by an L3-capable agent (several for an HA router), slot as above."""
+
+    __tablename__ = "l3_agent_bindings"
+    __table_args__ = (UniqueConstraint("router_id", "binding_index"),)
+    router_id: Mapped[str] = mapped_column(
+        ForeignKey("routers.id", ondelete="CASCADE"), primary_key=True
+    )
+    agent_id: Mapped[str] = mapped_column(
+        ForeignKey("agents.id", ondelete="CASCADE"), primary_key=True, index=True
+    )
+    binding_index: Mapped[int] = mapped_column(Integer)

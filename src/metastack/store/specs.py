@@ -22,6 +22,7 @@ from metastack.store.fields import (
     Uuid,
     VifType,
 )
+from metastack.store.scheduling import CAPABILITIES, Capability
 
 Ipv6Mode = Literal["slaac", "dhcpv6-stateful", "dhcpv6-stateless"]
 
@@ -170,6 +171,21 @@ class RouterCreate(Spec):
 
 class RouterUpdate(Patch):
     name: Name | Unset = None
+
+
+class AgentReport(Spec):
+    """A network node's state report: registers it the first time, then keeps it alive."""
+
+    host: RequiredName
+    capabilities: Annotated[list[Capability], Field(max_length=3)] = Field(
+        default_factory=lambda: list(CAPABILITIES)
+    )
+
+    @model_validator(mode="after")
+    def _distinct(self) -> Self:
+        if len(set(self.capabilities)) != len(self.capabilities):
+            raise ValueError("capabilities: each at most once")
+        return self
 
 
 class InterfaceAdd(Spec):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from datetime import datetime
 from typing import TypeVar
 
 from sqlalchemy import Engine, select
@@ -11,12 +12,13 @@ from sqlalchemy.orm import Session
 
 from metastack.errors import Conflict
 from metastack.metadata.model import Instance
-from metastack.store import instances, ports, routers, snapshot, topology
+from metastack.store import agents, instances, ports, routers, snapshot, topology
 from metastack.store.base import Change
 from metastack.store.engine import WRITE_OPTION, create_engine_for
 from metastack.store.fields import canonical_ip
 from metastack.store.ports import ROUTER_INTERFACE, PortFilter
 from metastack.store.rows import get_row
+from metastack.store.scheduling import SchedulingPolicy
 from metastack.store.schema import (
     ChangeRow,
     FixedIpRow,
@@ -27,8 +29,10 @@ from metastack.store.schema import (
     RevisionCounter,
     RouterRow,
     SubnetRow,
+    utcnow,
 )
 from metastack.store.specs import (
+    AgentReport,
     InstanceCreate,
     InstanceUpdate,
     InterfaceAdd,
@@ -45,6 +49,7 @@ from metastack.store.specs import (
 )
 from metastack.store.tx import Tx, translated_errors
 from metastack.store.views import (
+    AgentView,
     InstanceView,
     NetworkView,
     PortView,
@@ -82,11 +87,19 @@ class SqlStore:
 
     Every write runs in one transaction that bumps the global revision and appends to the
     change feed; SQLAlchemy errors come out as Conflict, StoreUnavailable or StoreError.
+    `scheduling` says how networks and routers are bound to agents (neutron's options).
     """
 
-    def __init__(self, url: str | URL, *, engine: Engine | None = None) -> None:
+    def __init__(
+        self,
+        url: str | URL,
+        *,
+        engine: Engine | None = None,
+        scheduling: SchedulingPolicy | None = None,
+    ) -> None:
         self.engine = engine or create_engine_for(url)
         self._repeatable_reads = self.engine.dialect.name == "postgresql"
+        self.scheduling = scheduling or SchedulingPolicy()
 
     def close(self) -> None:
         """Close every pooled connection."""
@@ -177,8 +190,15 @@ class SqlStore:
     # Networks and subnets
 
     def create_network(self, spec: NetworkCreate) -> NetworkView:
-        """Add a network."""
-        return self._write(lambda tx: topology.create_network(tx, spec))
+        """Add a network, scheduled to DHCP agents in the same transaction."""
+
+        def work(tx: Tx) -> NetworkView:
+            network_id = topology.create_network(tx, spec).id
+            agents.schedule(tx, self.scheduling, utcnow(), networks=[network_id], routers=[])
+            row = get_row(tx.session, NetworkRow, network_id, "network")
+            return topology.network_views(tx.session, [row])[0]
+
+        return self._write(work)
 
     def list_networks(
         self, *, ids: Sequence[str] = (), name: str | None = None, project_id: str | None = None
@@ -232,14 +252,27 @@ class SqlStore:
     # Routers
 
     def create_router(self, spec: RouterCreate) -> RouterView:
-        """Add a router."""
-        return self._write(lambda tx: routers.create_router(tx, spec))
+        """Add a router (HA when the policy allows several L3 agents per router), scheduled
+        to L3 agents in the same transaction."""
+
+        def work(tx: Tx) -> RouterView:
+            row = routers.create_router(tx, spec, ha=self.scheduling.ha_routers)
+            agents.schedule(tx, self.scheduling, utcnow(), networks=[], routers=[row.id])
+            return routers.router_views(tx.session, [row])[0]
+
+        return self._write(work)
 
     def list_routers(
-        self, *, project_id: str | None = None, name: str | None = None
+        self,
+        *,
+        ids: Sequence[str] = (),
+        project_id: str | None = None,
+        name: str | None = None,
     ) -> list[RouterView]:
-        """Routers with their interfaces, filtered by project and name."""
-        return self._read(lambda s: routers.list_routers(s, project_id=project_id, name=name))
+        """Routers with their interfaces, filtered by id (any of), project and name."""
+        return self._read(
+            lambda s: routers.list_routers(s, ids=ids, project_id=project_id, name=name)
+        )
 
     def get_router(self, router_id: str) -> RouterView:
         """One router with its interfaces, or NotFound."""
@@ -265,6 +298,46 @@ class SqlStore:
     def remove_router_interface(self, router_id: str, subnet_id: str) -> RouterView:
         """Detach a router from a subnet."""
         return self._write(lambda tx: routers.remove_interface(tx, router_id, subnet_id))
+
+    # Agents and scheduling
+
+    def report_agent(self, spec: AgentReport, now: datetime | None = None) -> AgentView:
+        """Register an agent or refresh its heartbeat (scheduling to it when it is new, back
+        from the dead, or its capabilities changed)."""
+        when = now or utcnow()
+        return self._write(lambda tx: agents.report(tx, spec, self.scheduling, when))
+
+    def list_agents(
+        self, *, host: str | None = None, now: datetime | None = None
+    ) -> list[AgentView]:
+        """Agents by host, with what is scheduled to them."""
+        when = now or utcnow()
+        return self._read(lambda s: agents.list_agents(s, self.scheduling, when, host=host))
+
+    def get_agent(self, agent_id: str, now: datetime | None = None) -> AgentView:
+        """One agent, or NotFound."""
+        when = now or utcnow()
+
+        def work(session: Session) -> AgentView:
+            row = agents.get_agent_row(session, agent_id)
+            return agents.agent_views(session, [row], self.scheduling, when)[0]
+
+        return self._read(work)
+
+    def delete_agent(self, agent_id: str, now: datetime | None = None) -> None:
+        """Remove an agent; what it served is scheduled to others."""
+        when = now or utcnow()
+        self._write(lambda tx: agents.delete_agent(tx, agent_id, self.scheduling, when))
+
+    def reschedule(self, now: datetime | None = None) -> int:
+        """The periodic pass: bind what waits for an agent, move networks and routers off
+        dead agents where failover is allowed, and remove DHCP ports of agents on networks
+        no longer scheduled to them. Reads first and takes the write lock only when there is
+        something to do; the number of bindings and ports changed."""
+        when = now or utcnow()
+        if not self._read(lambda s: agents.pending(s, self.scheduling, when)):
+            return 0
+        return self._write(lambda tx: agents.schedule(tx, self.scheduling, when, failover=True))
 
     # Ports
 

@@ -15,6 +15,7 @@ from metastack.store.ipam import in_subnet
 from metastack.store.ports import delete_port
 from metastack.store.rows import ensure_new, get_row
 from metastack.store.schema import (
+    DhcpBindingRow,
     FixedIpRow,
     InstanceRow,
     NetworkRow,
@@ -80,8 +81,9 @@ def delete_project(tx: Tx, project_id: str) -> None:
 
 
 def network_views(session: Session, rows: Sequence[NetworkRow]) -> list[NetworkView]:
-    """API views of networks, with their subnet ids (one query for all)."""
+    """API views of networks, with their subnet ids and DHCP agents (two queries for all)."""
     subnets: dict[str, list[str]] = {row.id: [] for row in rows}
+    agents: dict[str, list[str]] = {row.id: [] for row in rows}
     if rows:
         query = (
             select(SubnetRow.network_id, SubnetRow.id)
@@ -90,6 +92,13 @@ def network_views(session: Session, rows: Sequence[NetworkRow]) -> list[NetworkV
         )
         for network_id, subnet_id in session.execute(query):
             subnets[network_id].append(subnet_id)
+        bindings = (
+            select(DhcpBindingRow.network_id, DhcpBindingRow.agent_id)
+            .where(DhcpBindingRow.network_id.in_(list(agents)))
+            .order_by(DhcpBindingRow.binding_index)
+        )
+        for network_id, agent_id in session.execute(bindings):
+            agents[network_id].append(agent_id)
     return [
         NetworkView(
             id=row.id,
@@ -97,6 +106,7 @@ def network_views(session: Session, rows: Sequence[NetworkRow]) -> list[NetworkV
             project_id=row.project_id,
             mtu=row.mtu,
             subnets=subnets[row.id],
+            dhcp_agents=agents[row.id],
             created_at=row.created_at,
         )
         for row in rows

@@ -34,6 +34,7 @@ class NetworkView(View):
     project_id: str
     mtu: int
     subnets: list[str]
+    dhcp_agents: list[str]  # ids of the agents serving it, by slot
     created_at: Timestamp
 
 
@@ -82,7 +83,21 @@ class RouterView(View):
     name: str
     project_id: str
     interfaces: list[RouterInterfaceView]
+    ha: bool
+    vrid: int | None  # VRRP id of an HA router, unique within its project
+    l3_agents: list[str]  # ids of the agents serving it, by slot
     created_at: Timestamp
+
+
+class AgentView(View):
+    id: str
+    host: str
+    capabilities: list[Literal["dhcp", "l3", "metadata"]]
+    alive: bool
+    heartbeat_at: Timestamp
+    created_at: Timestamp
+    networks: list[str]  # scheduled to it (DHCP)
+    routers: list[str]  # scheduled to it (L3)
 
 
 class InstanceView(View):

@@ -1,7 +1,8 @@
 """A client generated from the served /openapi.json by openapi-python-client (its CLI, once per
 session, into a temporary directory) drives a real control API through every operation:
 create, list, show, update and delete of each resource, router interfaces, instance
-metadata and password, the change feed; the answers are parsed into the generated models."""
+metadata and password, the change feed, agents and their networks; the answers are parsed
+into the generated models."""
 
 from __future__ import annotations
 
@@ -81,13 +82,15 @@ def _path(directory: Path, name: str) -> Path:
 def test_operations_are_modules_named_as_calls(generated: ModuleType) -> None:
     root = Path(generated.__file__).parent / "api"
     assert {p.name for p in root.iterdir() if p.is_dir()} >= {
-        "projects", "networks", "subnets", "routers", "ports", "instances", "changes",
+        "projects", "networks", "subnets", "routers", "ports", "instances", "changes", "agents",
     }  # fmt: skip
     calls = ("create_network", "list_networks", "get_network", "update_network", "delete_network")
     for verb in calls:
         assert _path(root / "networks", verb).exists()
     assert _path(root / "routers", "add_router_interface").exists()
     assert _path(root / "instances", "set_instance_metadata").exists()
+    for verb in ("list_agents", "get_agent", "set_agent_state", "delete_agent"):
+        assert _path(root / "agents", verb).exists()
     assert not list(root.rglob("*_v1_*"))  # no names spelled from the paths
 
 
@@ -114,6 +117,7 @@ async def test_generated_client_drives_every_resource(
         assert isinstance(missing, g.model("Error")) and network_id in missing.error
         assert (await g.call("subnets", "list_subnets")).subnets == []
         await _changes(g)
+        await _agents(g)
     anonymous = generated.Client(base_url=api.base)
     async with anonymous:
         refused = await Generated(generated, anonymous).call("projects", "list_projects", 401)
@@ -296,3 +300,28 @@ async def _changes(g: Generated) -> None:
     assert [c.revision for c in feed.changes] == sorted(c.revision for c in feed.changes)
     later = await g.call("changes", "list_changes", since=feed.revision, wait=0.05)
     assert (later.revision, later.changes) == (feed.revision, [])
+
+
+async def _agents(g: Generated) -> None:
+    body = g.model("AgentReport").from_dict({"host": "node-1", "capabilities": ["dhcp", "l3"]})
+    agent = await g.call("agents", "set_agent_state", body=body)
+    assert (agent.host, agent.alive, [c.value for c in agent.capabilities]) == (
+        "node-1",
+        True,
+        ["dhcp", "l3"],
+    )
+    assert isinstance(agent.heartbeat_at, datetime)
+    body = g.model("NetworkCreate")(name="scheduled", project_id="p1")
+    network = await g.call("networks", "create_network", 201, body=body)
+    assert network.dhcp_agents == [agent.id]
+    listed = await g.call("agents", "list_agents")
+    assert [(a.host, a.networks, a.routers) for a in listed.agents] == [
+        ("node-1", [network.id], [])
+    ]
+    assert (await g.call("agents", "list_agents", host="node-2")).agents == []
+    shown = await g.call("agents", "get_agent", id=agent.id)
+    assert (shown.id, shown.networks) == (agent.id, [network.id])
+    await g.call("networks", "delete_network", 204, id=network.id)
+    await g.call("agents", "delete_agent", 204, id=agent.id)
+    missing = await g.call("agents", "get_agent", 404, id=agent.id)
+    assert agent.id in missing.error

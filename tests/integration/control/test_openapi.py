@@ -73,6 +73,10 @@ async def test_operations_are_named_verb_object(api: Api) -> None:
     assert names["POST", "/v1/routers/{id}/interfaces"] == "add_router_interface"
     assert names["DELETE", "/v1/routers/{id}/interfaces/{subnet_id}"] == "remove_router_interface"
     assert names["GET", "/v1/changes"] == "list_changes"
+    assert names["GET", "/v1/agents"] == "list_agents"
+    assert names["GET", "/v1/agents/{id}"] == "get_agent"
+    assert names["POST", "/v1/agents"] == "set_agent_state"
+    assert names["DELETE", "/v1/agents/{id}"] == "delete_agent"
 
 
 async def test_update_fields_have_no_default(api: Api) -> None:

@@ -22,6 +22,17 @@ def test_defaults_follow_upstream() -> None:
     assert config.dhcp_netns("n1") == "qdhcp-n1"
     assert config.router_netns("r1") == "qrouter-r1"
     assert config.bridge_name("0123456789abcdef") == "ms-br-01234567"
+    assert config.report_interval == 30  # neutron's
+    assert config.capabilities == ["dhcp", "l3", "metadata"]
+    assert config.networks == [] and config.routers == []  # what is scheduled to it
+
+
+def test_capabilities_from_env_and_refused_when_unknown_or_repeated() -> None:
+    config = load_netagent_config(environ={"METASTACK_NETAGENT_CAPABILITIES": '["l3"]'})
+    assert config.capabilities == config.reported_capabilities == ["l3"]
+    for bad in ('["dhcp", "dhcp"]', '["firewall"]'):
+        with pytest.raises(ConfigError, match="capabilities"):
+            load_netagent_config(environ={"METASTACK_NETAGENT_CAPABILITIES": bad})
 
 
 def test_file_env_and_flags(tmp_path: Path) -> None:
@@ -47,6 +58,7 @@ def test_file_env_and_flags(tmp_path: Path) -> None:
         ("state_path", "relative"),
         ("control_url", "ftp://x"),
         ("metadata_access_mark", "zz"),
+        ("report_interval", "0"),
     ],
 )
 def test_rejects(key: str, value: str) -> None:

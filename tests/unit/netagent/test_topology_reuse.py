@@ -15,7 +15,8 @@ from unit.netagent.builders import config
 
 
 class FakeControl:
-    """Lists nothing; the change feed hands out what the test queues, else waits."""
+    """Lists nothing but this host's agent; the change feed hands out what the test queues,
+    else waits."""
 
     def __init__(self) -> None:
         self.revision = 10
@@ -24,7 +25,10 @@ class FakeControl:
 
     async def list(self, plural: str, **_: Any) -> list[Any]:
         self.lists += 1
-        return []
+        return [{"host": "node1", "networks": [], "routers": []}] if plural == "agents" else []
+
+    async def create(self, plural: str, body: dict[str, Any]) -> dict[str, Any]:
+        return {"id": "agent", **body}  # the state report
 
     async def changes(self, since: int = 0, wait: float = 0, limit: int = 1000) -> dict[str, Any]:
         if wait == 0:

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
+from alembic.script import ScriptDirectory
 
 from metastack.store.engine import create_engine_for
-from metastack.store.migrate import current, upgrade
+from metastack.store.migrate import MIGRATIONS, current, upgrade
 from metastack.store.schema import Base
 
 
@@ -22,4 +23,4 @@ def test_schema_matches_models(database_url: str) -> None:
 
 def test_upgrade_twice_is_a_no_op(database_url: str) -> None:
     upgrade(database_url)
-    assert current(database_url) == "0001"
+    assert current(database_url) == ScriptDirectory(str(MIGRATIONS)).get_current_head()

@@ -11,6 +11,7 @@ from typing import Any
 from aiohttp import web
 
 from metastack.api.cache import sqlite_watcher
+from metastack.api.control.agents import monitor_agents
 from metastack.api.control.context import CONTEXT, Context, Handler, error_response
 from metastack.api.control.lane import WriteLane, read_pool
 from metastack.api.control.openapi import openapi_document
@@ -26,6 +27,7 @@ from metastack.errors import (
     UpstreamUnavailable,
 )
 from metastack.store.sql import SqlStore
+from metastack.tasks import cancel_and_wait
 
 log = logging.getLogger(__name__)
 
@@ -126,7 +128,13 @@ def make_control_app(
 
     app.router.add_get("/openapi.json", openapi)
 
+    monitor: list[asyncio.Task[None]] = []
+
+    async def start_monitor(app: web.Application) -> None:
+        monitor.append(asyncio.get_running_loop().create_task(monitor_agents(context)))
+
     async def stop_threads(app: web.Application) -> None:
+        await cancel_and_wait(*monitor)
         await watcher.close()
         if sqlite is not None:
             await sqlite.stop()
@@ -136,6 +144,7 @@ def make_control_app(
     async def release_waiters(app: web.Application) -> None:
         watcher.release()
 
+    app.on_startup.append(start_monitor)
     app.on_shutdown.append(release_waiters)
     app.on_cleanup.append(stop_threads)
     return app

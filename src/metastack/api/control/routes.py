@@ -9,6 +9,7 @@ from typing import Any
 from aiohttp import web
 from pydantic import BaseModel, create_model
 
+from metastack.api.control.agents import AGENT_ROUTES
 from metastack.api.control.context import CONTEXT, parse_body, respond
 from metastack.api.control.feed import FEED_PARAMS, changes
 from metastack.api.control.table import Param, Query, Route, check_query
@@ -208,12 +209,12 @@ RESOURCES = (
         specs.RouterUpdate,
         SqlStore.create_router,
         lambda store, query: store.list_routers(
-            project_id=query.get("project_id"), name=query.get("name")
+            ids=query.getall("id", []), project_id=query.get("project_id"), name=query.get("name")
         ),
         SqlStore.get_router,
         SqlStore.update_router,
         SqlStore.delete_router,
-        _names("name", "project_id"),
+        (_any_of("id"), *_names("name", "project_id")),
     ),
     Crud(
         "port",
@@ -415,6 +416,7 @@ def _routes() -> tuple[Route, ...]:
             query=FEED_PARAMS,
             errors=(400,),
         ),
+        *AGENT_ROUTES,
     ]
     return tuple(routes)
 
