@@ -12,7 +12,7 @@ import os
 import tomllib
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Literal, TypeVar
+from typing import Any, Literal, TypeVar, get_args
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
@@ -105,6 +105,24 @@ class ApiConfig(_Section):
         return secret
 
 
+def http_urls(value: str | list[str]) -> str | list[str]:
+    """Validate one http(s) base URL or a non-empty list of them (kept in the shape given),
+    trailing slashes removed."""
+    urls = [value] if isinstance(value, str) else value
+    if not urls:
+        raise ValueError("at least one URL is required")
+    for url in urls:
+        if not url.startswith(("http://", "https://")):
+            raise ValueError(f"{url!r} is not an http(s) URL")
+    stripped = [url.rstrip("/") for url in urls]
+    return stripped[0] if isinstance(value, str) else stripped
+
+
+def url_list(value: str | list[str]) -> list[str]:
+    """One URL or several, as a list."""
+    return [value] if isinstance(value, str) else list(value)
+
+
 S = TypeVar("S", bound=_Section)
 
 
@@ -134,8 +152,13 @@ def _env_overrides(
         name = key[len(prefix) :].lower()
         if name not in model.model_fields:
             raise ConfigError(f"{key}: unknown option {section}.{name}")
-        annotation = str(model.model_fields[name].annotation)
-        if raw[:1] in "[{" or "list" in annotation or "Config" in annotation:
+        field_type = model.model_fields[name].annotation
+        annotation = str(field_type)
+        # A key that takes one string or a list (control_url) reads plain text as the string.
+        structured = ("list" in annotation or "Config" in annotation) and str not in get_args(
+            field_type
+        )
+        if raw[:1] in "[{" or structured:
             try:
                 values[name] = json.loads(raw)
             except json.JSONDecodeError as exc:

@@ -10,7 +10,7 @@ from typing import Any, Literal
 
 from pydantic import Field, field_validator
 
-from metastack.config import DEFAULT_STATE_PATH, _Section, load_section
+from metastack.config import DEFAULT_STATE_PATH, _Section, http_urls, load_section, url_list
 
 SocketMode = Literal["deduce", "user", "group", "all"]
 # Upstream's octal modes for metadata_proxy_socket_mode.
@@ -30,13 +30,15 @@ class AgentConfig(_Section):
     nova_metadata_host: str = "127.0.0.1"
     nova_metadata_port: int = Field(8775, ge=1, le=65535)
     nova_metadata_protocol: Literal["http", "https"] = "http"
-    # Several metadata API base URLs, tried in turn on connection errors; overrides the three above.
+    # Several metadata API base URLs, requests spread over those that answer probes;
+    # overrides the three above.
     metadata_endpoints: list[str] = Field(default_factory=list)
     nova_metadata_insecure: bool = False
     auth_ca_cert: str | None = None
     nova_client_cert: str = ""
     nova_client_priv_key: str = ""
-    control_url: str = "http://127.0.0.1:8774"
+    # One control API base URL, or several (spread and failed over as metadata_endpoints).
+    control_url: str | list[str] = "http://127.0.0.1:8774"
     admin_token: str | None = None
     # Whole-request deadline (lookup + forward): past it the guest gets a 503.
     upstream_timeout: float = Field(15.0, gt=0)
@@ -66,10 +68,8 @@ class AgentConfig(_Section):
 
     @field_validator("control_url")
     @classmethod
-    def _control_is_url(cls, url: str) -> str:
-        if not url.startswith(("http://", "https://")):
-            raise ValueError(f"{url!r} is not an http(s) URL")
-        return url.rstrip("/")
+    def _control_is_url(cls, url: str | list[str]) -> str | list[str]:
+        return http_urls(url)
 
     @field_validator("metadata_proxy_shared_secret", "admin_token")
     @classmethod
@@ -86,6 +86,10 @@ class AgentConfig(_Section):
         if ":" in host and not host.startswith("["):
             host = f"[{host}]"
         return [f"{self.nova_metadata_protocol}://{host}:{self.nova_metadata_port}"]
+
+    def control_urls(self) -> list[str]:
+        """Control API base URLs (one or several)."""
+        return url_list(self.control_url)
 
     def socket_mode(self) -> int:
         """The octal mode for the listening socket, `deduce` resolved as upstream does."""

@@ -10,7 +10,7 @@ from typing import Any
 
 from pydantic import Field, field_validator
 
-from metastack.config import DEFAULT_STATE_PATH, _Section, load_section
+from metastack.config import DEFAULT_STATE_PATH, _Section, http_urls, load_section, url_list
 
 _SAMPLE_ID = "0123456789abcdef0123456789abcdef"
 _IFNAME = re.compile(r"^[A-Za-z0-9_.-]{1,15}$")
@@ -20,7 +20,8 @@ _NETNS = re.compile(r"^[A-Za-z0-9_.-]{0,200}$")
 class NetagentConfig(_Section):
     """`metastack netagent`: the DHCP and router namespaces of one network node."""
 
-    control_url: str = "http://127.0.0.1:8774"
+    # One control API base URL, or several (failed over when one stops answering).
+    control_url: str | list[str] = "http://127.0.0.1:8774"
     admin_token: str | None = None
     # Name of this node: part of the DHCP port's device_id (`dhcp-<host>`).
     host: str = Field(default_factory=socket.gethostname, min_length=1, max_length=200)
@@ -58,10 +59,8 @@ class NetagentConfig(_Section):
 
     @field_validator("control_url")
     @classmethod
-    def _url(cls, url: str) -> str:
-        if not url.startswith(("http://", "https://")):
-            raise ValueError(f"{url!r} is not an http(s) URL")
-        return url.rstrip("/")
+    def _url(cls, url: str | list[str]) -> str | list[str]:
+        return http_urls(url)
 
     @field_validator("bridge_name_template")
     @classmethod
@@ -93,6 +92,10 @@ class NetagentConfig(_Section):
         if not value.startswith("/"):
             raise ValueError("must be an absolute path")
         return value
+
+    def control_urls(self) -> list[str]:
+        """Control API base URLs (one or several)."""
+        return url_list(self.control_url)
 
     def bridge_name(self, network_id: str) -> str:
         """The bridge of a network."""
