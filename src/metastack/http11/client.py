@@ -440,7 +440,8 @@ class Pool:
             if not turn.done():
                 turn.set_exception(NotSent(message))
         for limit in self._connecting:
-            limit.reschedule(-1.0)  # the connect fails now, as if it had timed out
+            if not limit.expired():
+                limit.reschedule(-1.0)  # the connect fails now, as if it had timed out
         cut = [
             conn
             for conn, retry in self._busy.items()
