@@ -177,7 +177,7 @@ class Forwarder:
                     raise
                 if isinstance(exc, ConnectFailed):
                     upstreams.refused(member, exc)
-                log.warning("metadata API %s: %s; trying another", endpoint, exc)
+                log.warning("metadata API %s: %r; trying another", endpoint, exc)
                 last_error = exc
                 tried.append(member)
                 continue

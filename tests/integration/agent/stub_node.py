@@ -4,10 +4,10 @@ agent_fakes, each request written to a log (one JSON line, flushed on arrival).
     python stub_node.py NAME HOST LOG [GUESTS]
 
 prints `ports <metadata> <control>` once both listen. Paths under /hold/NAME/ are answered
-after 30 s by the node called NAME (a request in flight when that node is stopped), at once
-by the others. GUESTS ports 10.0.0.100.. on net-a
-give the agent a fresh lookup for every guest. Tests stop the node with SIGSTOP (or
-inside a namespace whose packets vanish) and stop it for good by its PID.
+after 30 s by the node called NAME (a request in flight when that node is stopped), paths
+under /slow/NAME/ after 1 s; the other nodes answer them at once. GUESTS ports from
+10.0.0.100 on net-a give the agent a fresh lookup for every guest. Tests stop the node with
+SIGSTOP (or inside a namespace whose packets vanish) and stop it for good by its PID.
 """
 
 from __future__ import annotations
@@ -36,6 +36,8 @@ def recording(log: Path, role: str, name: str) -> web.Middleware:
         if request.path.startswith(f"/hold/{name}/"):
             await request.read()
             await asyncio.sleep(HOLD_SECONDS)
+        if request.path.startswith(f"/slow/{name}/"):
+            await asyncio.sleep(1.0)
         return await handler(request)
 
     return record
