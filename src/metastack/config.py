@@ -273,6 +273,24 @@ class ApiConfig(_Section):
         return url
 
 
+def http_urls(value: str | list[str]) -> str | list[str]:
+    """Validate one http(s) base URL or a non-empty list of them (kept in the shape given),
+    trailing slashes removed."""
+    urls = [value] if isinstance(value, str) else value
+    if not urls:
+        raise ValueError("at least one URL is required")
+    for url in urls:
+        if not url.startswith(("http://", "https://")):
+            raise ValueError(f"{url!r} is not an http(s) URL")
+    stripped = [url.rstrip("/") for url in urls]
+    return stripped[0] if isinstance(value, str) else stripped
+
+
+def url_list(value: str | list[str]) -> list[str]:
+    """One URL or several, as a list."""
+    return [value] if isinstance(value, str) else list(value)
+
+
 S = TypeVar("S", bound=_Section)
 
 
@@ -317,7 +335,10 @@ def _env_overrides(
         name = key[len(prefix) :].lower()
         if name not in model.model_fields:
             raise ConfigError(f"{key}: unknown option {section}.{name}")
-        if is_structured(model.model_fields[name].annotation):
+        annotation = model.model_fields[name].annotation
+        # A key that takes one string or a list (control_url) reads plain text as the string.
+        takes_text = str in get_args(annotation) and raw[:1] not in "[{"
+        if is_structured(annotation) and not takes_text:
             try:
                 values[name] = json.loads(raw)
             except json.JSONDecodeError as exc:

@@ -26,11 +26,15 @@ from metastack.errors import ConfigError
     "--endpoint",
     "metadata_endpoints",
     multiple=True,
-    help="Metadata API base URL; repeat for failover. Overrides nova_metadata_host/port.",
+    help="Metadata API base URL; repeat to spread over several. Overrides nova_metadata_host/port.",
 )
 @click.option("--nova-metadata-host", help="Metadata API host.")
 @click.option("--nova-metadata-port", type=int, help="Metadata API port.")
-@click.option("--control-url", help="Control API base URL (lookups and change feed).")
+@click.option(
+    "--control-url",
+    multiple=True,
+    help="Control API base URL (lookups and change feed); repeat for several.",
+)
 @click.option("--upstream-timeout", type=float, help="Seconds before a request is answered 503.")
 @click.option("--cache-expiration", type=float, help="Lookup cache TTL in seconds; 0 = off.")
 @click.option("--log-level", default="INFO", show_default=True, help="Python logging level.")

@@ -14,8 +14,10 @@ from metastack.config import (
     DEFAULT_STATE_PATH,
     _Section,
     admin_token_from_file,
+    http_urls,
     load_section,
     single_line,
+    url_list,
 )
 
 SocketMode = Literal["deduce", "user", "group", "all"]
@@ -56,8 +58,9 @@ class AgentConfig(_Section):
     )
     metadata_endpoints: list[str] = Field(
         default_factory=list,
-        description="several metadata API base URLs, tried in turn on connection errors "
-        "(overrides the three above)",
+        description="several metadata API base URLs; requests are spread over those that "
+        "answer health probes (every 0.25 s), a dead one is dropped within a second and "
+        "taken back when it answers (overrides the three above)",
     )
     nova_metadata_insecure: bool = Field(
         False, description="HTTPS to the API without verifying its certificate"
@@ -67,8 +70,10 @@ class AgentConfig(_Section):
     nova_client_priv_key: str = Field(
         "", description="client certificate's key for HTTPS to the API"
     )
-    control_url: str = Field(
-        "http://127.0.0.1:8774", description="control API for lookups and the change feed"
+    control_url: str | list[str] = Field(
+        "http://127.0.0.1:8774",
+        description="control API for lookups and the change feed: one base URL or a list "
+        "(spread and failed over as `metadata_endpoints`)",
     )
     admin_token: str | None = Field(None, repr=False, description="the control API's `admin_token`")
     admin_token_file: str | None = Field(
@@ -125,10 +130,8 @@ class AgentConfig(_Section):
 
     @field_validator("control_url")
     @classmethod
-    def _control_is_url(cls, url: str) -> str:
-        if not url.startswith(("http://", "https://")):
-            raise ValueError(f"{url!r} is not an http(s) URL")
-        return url.rstrip("/")
+    def _control_is_url(cls, url: str | list[str]) -> str | list[str]:
+        return http_urls(url)
 
     @field_validator("metadata_proxy_shared_secret", "admin_token")
     @classmethod
@@ -143,6 +146,10 @@ class AgentConfig(_Section):
         if ":" in host and not host.startswith("["):
             host = f"[{host}]"
         return [f"{self.nova_metadata_protocol}://{host}:{self.nova_metadata_port}"]
+
+    def control_urls(self) -> list[str]:
+        """Control API base URLs (one or several)."""
+        return url_list(self.control_url)
 
     def socket_mode(self) -> int:
         """The octal mode for the listening socket, `deduce` resolved as upstream does."""

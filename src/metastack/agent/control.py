@@ -11,7 +11,17 @@ from urllib.parse import quote
 
 from metastack.agent.cache import Change
 from metastack.errors import UpstreamUnavailable
-from metastack.http11 import Headers, Pool, UpstreamTimeout, encode_request
+from metastack.http11 import (
+    ClientResponse,
+    ConnectFailed,
+    Headers,
+    NotSent,
+    Pool,
+    UpstreamBroken,
+    UpstreamTimeout,
+    encode_request,
+)
+from metastack.upstreams import Member, Upstreams, close_http_upstreams
 
 
 @dataclass(frozen=True, slots=True)
@@ -100,38 +110,51 @@ class ControlClient:
     """Reads the control API over pooled keep-alive connections; failures -> UpstreamUnavailable.
 
     Every call takes a deadline in event-loop time: a lookup is bounded by the request
-    it serves.
+    it serves. Every call is a GET, so with several control API URLs one that cannot be
+    reached, or is cut off unanswered (a probe found it down, long-polls included), is
+    asked of the next (see :mod:`metastack.upstreams`).
     """
 
-    def __init__(self, pool: Pool, token: str | None) -> None:
-        self._pool = pool
-        endpoint = pool.endpoint
-        self._base = endpoint.base_path
+    def __init__(self, upstreams: Upstreams[Pool], token: str | None) -> None:
+        self.upstreams = upstreams
         self._headers: Headers = [
-            (b"Host", endpoint.host),
             (b"Accept", b"application/json"),
             (b"Accept-Encoding", b"identity"),
         ]
         if token:
             self._headers.append((b"X-Auth-Token", token.encode()))
 
-    async def _get(self, target: str, deadline: float) -> dict[str, Any]:
-        timeout = deadline - asyncio.get_running_loop().time()
-        if timeout <= 0:
-            raise UpstreamTimeout(f"control API: no time left for {target}")
-        data = encode_request(b"GET", self._base + target.encode("ascii"), self._headers)
-        response = await self._pool.request(data, timeout=timeout, retry=True)
-        if response.status == 404:
-            raise _Missing(f"control API: {target} not found")
-        if response.status != 200:
-            raise UpstreamUnavailable(f"control API answered {response.status} for {target}")
-        try:
-            document = json.loads(response.body)
-        except ValueError as exc:
-            raise UpstreamUnavailable(f"control API: {target}: invalid JSON: {exc}") from exc
-        if not isinstance(document, dict):
-            raise UpstreamUnavailable(f"control API: {target} did not answer a JSON object")
-        return document
+    def start(self) -> None:
+        """Start probing the control API URLs (with two or more)."""
+        self.upstreams.start()
+
+    async def _get(self, target: str, deadline: float, *, load: int = 1) -> dict[str, Any]:
+        """GET `target` from the URL with the fewest requests outstanding (a long-poll adds
+        no `load`: it waits, it does not work) and the next ones as needed."""
+        loop = asyncio.get_running_loop()
+        path = target.encode("ascii")
+        tried: list[Member[Pool]] = []
+        last_error: UpstreamUnavailable | None = None
+        while (member := self.upstreams.pick(tried)) is not None:
+            timeout = deadline - loop.time()
+            if timeout <= 0:
+                raise UpstreamTimeout(f"control API: no time left for {target} ({last_error!r})")
+            pool = member.target
+            head = [(b"Host", pool.endpoint.host), *self._headers]
+            data = encode_request(b"GET", pool.endpoint.base_path + path, head)
+            member.outstanding += load
+            try:
+                response = await pool.request(data, timeout=timeout, retry=True)
+            except (NotSent, UpstreamBroken) as exc:  # a GET: another URL may answer it
+                if isinstance(exc, ConnectFailed):
+                    self.upstreams.refused(member, exc)
+                last_error = exc
+                tried.append(member)
+                continue
+            finally:
+                member.outstanding -= load
+            return _document(response, target)
+        raise UpstreamUnavailable(f"control API: no URL reachable for {target}: {last_error!r}")
 
     async def find_ports(
         self,
@@ -164,12 +187,27 @@ class ControlClient:
     async def changes(self, since: int, wait: int, timeout: float) -> ChangePage:
         """Changes after revision `since`, long-polling up to `wait` seconds."""
         deadline = asyncio.get_running_loop().time() + timeout
-        document = await self._get(f"/v1/changes?since={since}&wait={wait}", deadline)
+        document = await self._get(f"/v1/changes?since={since}&wait={wait}", deadline, load=0)
         try:
             return parse_changes(document)
         except (KeyError, TypeError, ValueError) as exc:
             raise UpstreamUnavailable(f"control API: malformed change feed: {exc!r}") from exc
 
     async def close(self) -> None:
-        """Close the idle connections."""
-        await self._pool.close()
+        """Stop probing; close the connections."""
+        await close_http_upstreams(self.upstreams)
+
+
+def _document(response: ClientResponse, target: str) -> dict[str, Any]:
+    """The JSON object of a 200; _Missing for a 404, UpstreamUnavailable otherwise."""
+    if response.status == 404:
+        raise _Missing(f"control API: {target} not found")
+    if response.status != 200:
+        raise UpstreamUnavailable(f"control API answered {response.status} for {target}")
+    try:
+        document = json.loads(response.body)
+    except ValueError as exc:
+        raise UpstreamUnavailable(f"control API: {target}: invalid JSON: {exc}") from exc
+    if not isinstance(document, dict):
+        raise UpstreamUnavailable(f"control API: {target} did not answer a JSON object")
+    return document

@@ -20,12 +20,14 @@ from metastack.http11 import (
     ConnectFailed,
     Endpoint,
     Headers,
+    NotSent,
     Pool,
     Response,
     UpstreamBroken,
     UpstreamTimeout,
     encode_request,
 )
+from metastack.upstreams import Member, close_http_upstreams, http_upstreams
 
 log = logging.getLogger(__name__)
 
@@ -113,15 +115,18 @@ def make_ssl_context(config: AgentConfig) -> ssl.SSLContext:
 
 
 def may_fail_over(method: bytes, exc: BaseException) -> bool:
-    """True when the next endpoint may take the request: it never reached this one, or
-    it was dropped unanswered and replaying it changes nothing."""
-    if isinstance(exc, ConnectFailed):
+    """True when another endpoint may take the request: it never reached this one, or it
+    was cut off unanswered and replaying it changes nothing."""
+    if isinstance(exc, NotSent):
         return True
     return isinstance(exc, UpstreamBroken) and method in IDEMPOTENT
 
 
 class Forwarder:
-    """Sends one request to the first metadata API endpoint that accepts a connection."""
+    """Spreads requests over the metadata API endpoints (fewest outstanding among those up,
+    ties in turn), each with its own pool and `concurrency` limit, and sends a request to
+    another endpoint when :func:`may_fail_over` allows it. Endpoints are probed once
+    :meth:`start`ed (see :mod:`metastack.upstreams`)."""
 
     def __init__(
         self,
@@ -132,22 +137,23 @@ class Forwarder:
         connect_timeout: float = 3.0,
         concurrency: int = 0,
     ) -> None:
-        if not endpoints:
-            raise ValueError("at least one metadata API endpoint is required")
-        self._pools = [
-            Pool(
-                Endpoint.from_url(url),
+        def make_pool(endpoint: Endpoint) -> Pool:
+            return Pool(
+                endpoint,
                 connect_timeout=connect_timeout,
                 pool_size=POOL_SIZE,
                 ssl_context=ssl_context,
                 concurrency=concurrency,
             )
-            for url in endpoints
-        ]
-        # Start where the last request succeeded, so a dead endpoint costs one failure, not one
-        # per request.
-        self._preferred = 0
+
+        self.upstreams = http_upstreams(
+            endpoints, make_pool, what="metadata API", ssl_context=ssl_context
+        )
         self.loop = loop  # the serving loop (3.11's get_running_loop() makes a getpid() call)
+
+    def start(self) -> None:
+        """Start probing the endpoints (with two or more)."""
+        self.upstreams.start()
 
     async def forward(
         self, method: bytes, target: bytes, body: bytes, header_block: bytes, deadline: float
@@ -155,29 +161,33 @@ class Forwarder:
         """Relay a request before `deadline` (loop time) and return the API's answer ready
         for the proxy; UpstreamUnavailable when no endpoint answered. `header_block` is
         what :meth:`Signer.header_block` made."""
-        loop = self.loop
-        count = len(self._pools)
+        upstreams = self.upstreams
         retry = method in IDEMPOTENT
         is_head = method == b"HEAD"
+        tried: list[Member[Pool]] = []
         last_error: BaseException | None = None
-        for attempt in range(count):
-            index = (self._preferred + attempt) % count
-            pool = self._pools[index]
-            endpoint = pool.endpoint
-            remaining = deadline - loop.time()
+        while (member := upstreams.pick(tried)) is not None:
+            remaining = deadline - self.loop.time()
             if remaining <= 0:
                 raise UpstreamTimeout(f"metadata API: no answer in time ({last_error!r})")
+            pool = member.target
+            endpoint = pool.endpoint
             head = b"Host: %s\r\n%s" % (endpoint.host, header_block)
             data = encode_request(method, endpoint.base_path + target, head, body)
+            member.outstanding += 1
             try:
                 response = await pool.request(data, timeout=remaining, retry=retry, is_head=is_head)
             except UpstreamUnavailable as exc:
                 if not may_fail_over(method, exc):
                     raise
-                log.warning("metadata API %s unreachable: %s", endpoint, exc)
+                if isinstance(exc, ConnectFailed):
+                    upstreams.refused(member, exc)
+                log.warning("metadata API %s: %r; trying another", endpoint, exc)
                 last_error = exc
+                tried.append(member)
                 continue
-            self._preferred = index
+            finally:
+                member.outstanding -= 1
             return Response(
                 response.status,
                 response.reason or REASONS.get(response.status, b"Unknown"),
@@ -187,6 +197,5 @@ class Forwarder:
         raise UpstreamUnavailable(f"no metadata API endpoint reachable: {last_error!r}")
 
     async def close(self) -> None:
-        """Close the idle connections of every endpoint."""
-        for pool in self._pools:
-            await pool.close()
+        """Stop probing; close the connections of every endpoint."""
+        await close_http_upstreams(self.upstreams)

@@ -24,6 +24,7 @@ from metastack.errors import ConfigError
 from metastack.heap import freeze_heap
 from metastack.http11 import Endpoint, HttpServer, Limits, Pool
 from metastack.tasks import cancel_and_wait
+from metastack.upstreams import http_upstreams
 
 log = logging.getLogger(__name__)
 
@@ -89,10 +90,13 @@ def bind_unix_socket(path: str, mode: int, backlog: int) -> socket.socket:
 
 @dataclass(slots=True)
 class RunningAgent:
-    """What a started agent exposes to its caller (tests read the cache statistics)."""
+    """What a started agent exposes to its caller (tests read the cache statistics and the
+    endpoints' health)."""
 
     path: str
     cache: LookupCache
+    forwarder: Forwarder
+    control: ControlClient
 
 
 @contextlib.asynccontextmanager
@@ -103,11 +107,22 @@ async def running(config: AgentConfig) -> AsyncIterator[RunningAgent]:
         make_ssl_context(config) if any(url.startswith("https:") for url in endpoints) else None
     )
     cache = LookupCache(config.cache_expiration, config.cache_size)
-    try:
-        control_pool = Pool(
-            Endpoint.from_url(config.control_url),
+    token = [(b"X-Auth-Token", config.admin_token.encode())] if config.admin_token else []
+
+    def control_pool(endpoint: Endpoint) -> Pool:
+        return Pool(
+            endpoint,
             connect_timeout=config.upstream_connect_timeout,
             pool_size=CONTROL_POOL_SIZE,
+        )
+
+    try:
+        control_upstreams = http_upstreams(
+            config.control_urls(),
+            control_pool,
+            what="control API",
+            probe_path=b"/openapi.json",
+            probe_headers=token,
         )
         forwarder = Forwarder(
             endpoints,
@@ -118,7 +133,7 @@ async def running(config: AgentConfig) -> AsyncIterator[RunningAgent]:
         )
     except ValueError as exc:
         raise ConfigError(str(exc)) from exc
-    control = ControlClient(control_pool, config.admin_token)
+    control = ControlClient(control_upstreams, config.admin_token)
     sock = bind_unix_socket(
         config.metadata_proxy_socket, config.socket_mode(), config.metadata_backlog
     )
@@ -135,6 +150,8 @@ async def running(config: AgentConfig) -> AsyncIterator[RunningAgent]:
     feed: asyncio.Task[None] | None = None
     try:
         server = await HttpServer.start(handler, LIMITS, sock, backlog=config.metadata_backlog)
+        forwarder.start()
+        control.start()
         if cache.enabled:
             feed = asyncio.create_task(
                 follow_changes(control, cache, config.feed_wait, on_changes=prefetcher.note)
@@ -142,7 +159,7 @@ async def running(config: AgentConfig) -> AsyncIterator[RunningAgent]:
             prefetcher.start()
         freeze_heap()
         log.info("metadata agent listening on %s", config.metadata_proxy_socket)
-        yield RunningAgent(config.metadata_proxy_socket, cache)
+        yield RunningAgent(config.metadata_proxy_socket, cache, forwarder, control)
     finally:
         await prefetcher.close()
         await cancel_and_wait(feed)

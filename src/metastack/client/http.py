@@ -10,6 +10,10 @@ from typing import Any
 import aiohttp
 from yarl import URL
 
+from metastack.errors import UpstreamUnavailable
+from metastack.http11.endpoint import Endpoint
+from metastack.upstreams import HttpProbe, Member, MemberDown, Upstreams, unless_down
+
 DEFAULT_URL = "http://127.0.0.1:8774"
 TOKEN_HEADER = "X-Auth-Token"
 Params = Mapping[str, str | Sequence[str] | None]
@@ -25,15 +29,38 @@ class ControlApiError(Exception):
 
 
 class ControlClient:
-    """JSON calls to the control API at `base_url`, with the admin token when one is given."""
+    """JSON calls to the control API at `base_url`, with the admin token when one is given.
+
+    Several base URLs (the netagent's `control_url` list) are probed and chosen as
+    :mod:`metastack.upstreams` says; a call whose URL cannot be reached goes to the next,
+    and so does a GET or HEAD cut off unanswered (its URL found down while it waited, as a
+    long-poll on a dead node is).
+    """
 
     def __init__(
-        self, base_url: str = DEFAULT_URL, token: str | None = None, *, timeout: float = 70.0
+        self,
+        base_url: str | Sequence[str] = DEFAULT_URL,
+        token: str | None = None,
+        *,
+        timeout: float = 70.0,
     ) -> None:
-        self._base = URL(base_url.rstrip("/"))
+        urls = [base_url] if isinstance(base_url, str) else list(base_url)
+        self._base = URL(urls[0].rstrip("/"))
         self._headers = {TOKEN_HEADER: token} if token else {}
         self._timeout = aiohttp.ClientTimeout(total=timeout)
         self._session: aiohttp.ClientSession | None = None  # made in the loop that uses it
+        self._upstreams: Upstreams[URL] | None = None
+        if len(urls) > 1:
+            probe_headers = [(TOKEN_HEADER.encode(), token.encode())] if token else []
+            members = [
+                Member(
+                    url,
+                    URL(url.rstrip("/")),
+                    HttpProbe(Endpoint.from_url(url), b"/openapi.json", headers=probe_headers),
+                )
+                for url in urls
+            ]
+            self._upstreams = Upstreams(members, what="control API")
 
     async def __aenter__(self) -> ControlClient:
         return self
@@ -47,7 +74,12 @@ class ControlClient:
         await self.close()
 
     async def close(self) -> None:
-        """Close the connection pool."""
+        """Close the connection pool (and stop probing)."""
+        if self._upstreams is not None:
+            await self._upstreams.close()
+            for member in self._upstreams.members:
+                if isinstance(member.probe, HttpProbe):
+                    await member.probe.close()
         if self._session is not None:
             await self._session.close()
             self._session = None
@@ -62,20 +94,57 @@ class ControlClient:
                 query.append((key, value))
             elif value is not None:
                 query.extend((key, item) for item in value)
-        url = (self._base / path.lstrip("/")).with_query(query)
         if self._session is None:
             self._session = aiohttp.ClientSession(timeout=self._timeout)
         try:
-            async with self._session.request(
-                method, url, json=body, headers=self._headers
-            ) as response:
-                text = await response.text()
-                if response.status >= 400:
-                    raise ControlApiError(response.status, _error_message(response, text))
-                return await response.json() if text else None
-        except (aiohttp.ClientError, TimeoutError) as exc:
+            if self._upstreams is None:
+                return await self._send(self._base, method, path, body, query)
+            return await self._send_any(self._upstreams, method, path, body, query)
+        except (aiohttp.ClientError, TimeoutError, UpstreamUnavailable) as exc:
             reason = str(exc) or type(exc).__name__
-            raise ControlApiError(0, f"cannot reach {self._base}: {reason}") from exc
+            where = self._base if self._upstreams is None else "any control API URL"
+            raise ControlApiError(0, f"cannot reach {where}: {reason}") from exc
+
+    async def _send_any(
+        self,
+        upstreams: Upstreams[URL],
+        method: str,
+        path: str,
+        body: Any,
+        query: list[tuple[str, str]],
+    ) -> Any:
+        upstreams.start()
+        replayable = method in ("GET", "HEAD")
+        tried: list[Member[URL]] = []
+        last_error: BaseException | None = None
+        while (member := upstreams.pick(tried)) is not None:
+            tried.append(member)
+            member.outstanding += 1
+            try:
+                call = self._send(member.target, method, path, body, query)
+                # A write left to its own timeout: it may have been applied already.
+                return await (unless_down(member, call) if replayable else call)
+            except aiohttp.ClientConnectorError as exc:  # never sent
+                upstreams.refused(member, exc)
+                last_error = exc
+            except (aiohttp.ClientError, TimeoutError, MemberDown) as exc:
+                if not replayable:
+                    raise
+                last_error = exc
+            finally:
+                member.outstanding -= 1
+        raise UpstreamUnavailable(f"{last_error}")
+
+    async def _send(
+        self, base: URL, method: str, path: str, body: Any, query: list[tuple[str, str]]
+    ) -> Any:
+        assert self._session is not None
+        url = (base / path.lstrip("/")).with_query(query)
+        async with self._session.request(method, url, json=body, headers=self._headers) as response:
+            text = await response.text()
+            if response.status >= 400:
+                raise ControlApiError(response.status, _error_message(response, text))
+            return await response.json() if text else None
 
     async def create(self, plural: str, body: Mapping[str, Any]) -> dict[str, Any]:
         """POST /v1/<plural>: the created object."""

@@ -4,8 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import contextlib
+import fcntl
 import socket
 import ssl
+import struct
+import termios
 from dataclasses import dataclass
 from typing import cast
 
@@ -16,7 +20,13 @@ from metastack.http11.endpoint import Endpoint
 from metastack.http11.message import Headers
 
 
-class ConnectFailed(UpstreamUnavailable):
+class NotSent(UpstreamUnavailable):
+    """The request never reached the peer: it waited for a turn or a connection, or the
+    peer's TCP had not acknowledged all of it when the endpoint was abandoned. Sending it
+    to another endpoint cannot make it happen twice."""
+
+
+class ConnectFailed(NotSent):
     """No connection could be opened (refused, unreachable, TLS handshake, connect timeout)."""
 
 
@@ -40,6 +50,8 @@ class ClientResponse:
 
 
 BODY_METHODS = frozenset({b"POST", b"PUT", b"PATCH"})
+# SO_LINGER on, 0 seconds: close() resets the connection and drops what is still queued.
+_RESET = struct.pack("ii", 1, 0)
 
 
 def encode_request(
@@ -139,6 +151,22 @@ class _Connection(asyncio.Protocol):
     def timeout(self) -> None:
         self._fail(UpstreamTimeout("no answer in time"))
 
+    def abandon(self, reason: str) -> None:
+        """Reset the connection now, so nothing still queued for the peer is ever sent; the
+        request in progress fails with NotSent if no complete copy of it reached the peer's
+        TCP, else with UpstreamBroken."""
+        transport = self.transport
+        if self.waiter is not None and not self.waiter.done():
+            unsent = not self.got_data and transport is not None and _unacknowledged(transport)
+            self.waiter.set_exception((NotSent if unsent else UpstreamBroken)(reason))
+        self.closed = True
+        if transport is not None:
+            sock = transport.get_extra_info("socket")
+            if sock is not None and not transport.is_closing():
+                with contextlib.suppress(OSError):  # a reset needs linger 0 (no FIN)
+                    sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, _RESET)
+            transport.abort()
+
     def _fail(self, exc: Exception) -> None:
         if self.waiter is not None and not self.waiter.done():
             self.waiter.set_exception(exc)
@@ -203,6 +231,21 @@ async def _connect_unix(path: str) -> socket.socket:
         return sock
 
 
+def _unacknowledged(transport: asyncio.Transport) -> bool:
+    """Whether part of what was written is still unacknowledged by the peer's TCP (in our
+    buffer or the kernel's send queue: SIOCOUTQ); False when that cannot be known."""
+    if transport.get_write_buffer_size():
+        return True
+    sock = transport.get_extra_info("socket")
+    if sock is None or sock.family not in (socket.AF_INET, socket.AF_INET6):
+        return False
+    try:
+        queued = fcntl.ioctl(sock.fileno(), termios.TIOCOUTQ, b"\0\0\0\0")
+    except OSError:
+        return False
+    return bool(struct.unpack("i", queued)[0])
+
+
 def _expire(turn: asyncio.Future[None]) -> None:
     if not turn.done():
         turn.set_exception(UpstreamTimeout("no free connection in time"))
@@ -265,6 +308,10 @@ class Pool:
         if endpoint.tls:
             self._ssl = ssl_context if ssl_context is not None else ssl.create_default_context()
         self._idle: collections.deque[_Connection] = collections.deque()
+        # Exchanges in progress (with whether their request may be sent again) and connects
+        # under way: what abandon() cuts short.
+        self._busy: dict[_Connection, bool] = {}
+        self._connecting: set[asyncio.Timeout] = set()
         # The loop of the first request: pooled connections belong to it anyway, and
         # Python 3.11's get_running_loop() makes a getpid() system call each time.
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -272,8 +319,10 @@ class Pool:
     async def _connect(self, timeout: float) -> _Connection:
         loop = asyncio.get_running_loop()
         endpoint = self.endpoint
+        limit = asyncio.timeout(max(0.0, timeout))
+        self._connecting.add(limit)
         try:
-            async with asyncio.timeout(max(0.0, timeout)):
+            async with limit:
                 if endpoint.scheme == "unix":
                     sock = await _connect_unix(endpoint.address)
                     _, conn = await loop.create_unix_connection(_Connection, sock=sock)
@@ -287,6 +336,8 @@ class Pool:
                     )
         except (OSError, TimeoutError) as exc:
             raise ConnectFailed(f"{endpoint}: {exc.__class__.__name__}: {exc}") from exc
+        finally:
+            self._connecting.discard(limit)
         conn.lenient = self.lenient_responses
         return conn
 
@@ -375,7 +426,7 @@ class Pool:
         if conn is None:
             conn = await self._connect(min(self.connect_timeout, timeout))
         try:
-            response = await self._exchange(loop, conn, data, is_head, deadline)
+            response = await self._exchange(loop, conn, data, is_head, deadline, retry)
         except ConnectionError as exc:
             # A pooled connection the peer had closed: sent again on a fresh one if the
             # method may be repeated, or if the peer cannot have seen any of it.
@@ -383,7 +434,7 @@ class Pool:
                 raise UpstreamBroken(f"{self.endpoint}: {exc}") from exc
             conn = await self._connect(min(self.connect_timeout, deadline - loop.time()))
             try:
-                response = await self._exchange(loop, conn, data, is_head, deadline)
+                response = await self._exchange(loop, conn, data, is_head, deadline, retry)
             except ConnectionError as exc2:
                 raise UpstreamBroken(f"{self.endpoint}: {exc2}") from exc2
         if response.keep_alive and not conn.closed and len(self._idle) < self.pool_size:
@@ -394,16 +445,18 @@ class Pool:
             conn.close()
         return response
 
-    @staticmethod
     async def _exchange(
+        self,
         loop: asyncio.AbstractEventLoop,
         conn: _Connection,
         data: bytes,
         is_head: bool,
         deadline: float,
+        retry: bool,
     ) -> ClientResponse:
         waiter = conn.send(loop, data, is_head)
         timer = loop.call_at(deadline, conn.timeout)
+        self._busy[conn] = retry
         try:
             return await waiter
         except BaseException:
@@ -411,6 +464,7 @@ class Pool:
             raise
         finally:
             timer.cancel()
+            del self._busy[conn]
 
     def idle_connections(self) -> int:
         """How many connections wait for reuse (closed ones may still be counted)."""
@@ -420,3 +474,28 @@ class Pool:
         """Close every idle connection."""
         while self._idle:
             self._idle.pop().close()
+
+    def abandon(self, reason: str) -> int:
+        """Give the endpoint up at once (it stopped answering), so requests can go elsewhere:
+        those waiting for a turn or a connection fail with NotSent (ConnectFailed), those in
+        progress that may be sent again (`retry`) or that never wholly reached the peer
+        fail as :meth:`_Connection.abandon` says, and idle connections are reset. A request
+        the peer may have received and that must not be repeated (a POST) is left to its
+        answer or its timeout. Returns how many requests in progress were cut short."""
+        message = f"{self.endpoint}: {reason}"
+        for turn in self._turns:
+            if not turn.done():
+                turn.set_exception(NotSent(message))
+        for limit in self._connecting:
+            if not limit.expired():
+                limit.reschedule(-1.0)  # the connect fails now, as if it had timed out
+        cut = [
+            conn
+            for conn, retry in self._busy.items()
+            if retry or conn.transport is None or _unacknowledged(conn.transport)
+        ]
+        for conn in cut:
+            conn.abandon(message)
+        while self._idle:
+            self._idle.pop().abandon(message)
+        return len(cut)

@@ -18,7 +18,7 @@ from metastack.netns.dnsmasq import unsearchable_folder
 
 @click.command("netagent")
 @click.option("--config", "config_path", type=click.Path(dir_okay=False), help="TOML config file.")
-@click.option("--control-url", help="Control API base URL.")
+@click.option("--control-url", multiple=True, help="Control API base URL; repeat for several.")
 @click.option("--host", help="This node's agent name (its DHCP ports' device_id is dhcp-<host>).")
 @click.option("--state-path", help="Directory for dnsmasq files (<state_path>/dhcp/<network>).")
 @click.option("--fabric-netns", help="Namespace holding the bridges ('' = the host's own).")

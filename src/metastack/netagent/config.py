@@ -14,8 +14,10 @@ from metastack.config import (
     DEFAULT_STATE_PATH,
     _Section,
     admin_token_from_file,
+    http_urls,
     load_section,
     single_line,
+    url_list,
 )
 
 _SAMPLE_ID = "0123456789abcdef0123456789abcdef"
@@ -29,7 +31,10 @@ _NETNS = re.compile(r"^[A-Za-z0-9_.-]{0,200}$")
 class NetagentConfig(_Section):
     """`metastack netagent`: the DHCP and router namespaces of one network node."""
 
-    control_url: str = Field("http://127.0.0.1:8774", description="control API")
+    control_url: str | list[str] = Field(
+        "http://127.0.0.1:8774",
+        description="control API: one base URL or a list (failed over when one stops answering)",
+    )
     admin_token: str | None = Field(None, repr=False, description="the control API's `admin_token`")
     admin_token_file: str | None = Field(
         None,
@@ -146,10 +151,8 @@ class NetagentConfig(_Section):
 
     @field_validator("control_url")
     @classmethod
-    def _url(cls, url: str) -> str:
-        if not url.startswith(("http://", "https://")):
-            raise ValueError(f"{url!r} is not an http(s) URL")
-        return url.rstrip("/")
+    def _url(cls, url: str | list[str]) -> str | list[str]:
+        return http_urls(url)
 
     @field_validator("bridge_name_template")
     @classmethod
@@ -181,6 +184,10 @@ class NetagentConfig(_Section):
         if not value.startswith("/"):
             raise ValueError("must be an absolute path")
         return value
+
+    def control_urls(self) -> list[str]:
+        """Control API base URLs (one or several)."""
+        return url_list(self.control_url)
 
     def bridge_name(self, network_id: str) -> str:
         """The bridge of a network."""

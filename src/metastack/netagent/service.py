@@ -43,7 +43,7 @@ class NetAgent:
     ) -> None:
         self.config = config
         self.client = client or ControlClient(
-            config.control_url, config.admin_token, timeout=config.feed_wait + 15
+            config.control_urls(), config.admin_token, timeout=config.feed_wait + 15
         )
         self.reconciler = Reconciler(config, proxy)
         self.proxy_process = (

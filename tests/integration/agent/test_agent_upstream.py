@@ -103,38 +103,6 @@ async def test_control_api_down_is_503(start: Start) -> None:
     assert took < 1.0
 
 
-async def test_failover_to_the_next_endpoint_and_back(start: Start) -> None:
-    one, two = FakeMetadata(SECRET, name="one"), FakeMetadata(SECRET, name="two")
-    port_one = free_port()
-    async with serving(two.app()) as port_two:
-        endpoints = [f"http://127.0.0.1:{port_one}", f"http://127.0.0.1:{port_two}"]
-        async with start(metadata_endpoints=endpoints) as session:
-            for _ in range(3):
-                status, body, _ = await timed_get(session)
-                assert status == 200
-                assert '"api": "two"' in body
-            assert len(two.seen) == 3
-            async with serving(one.app(), port_one):
-                pass  # one comes back, two stays preferred while it answers
-            status, body, _ = await timed_get(session)
-            assert '"api": "two"' in body
-        async with serving(one.app(), port_one), start(metadata_endpoints=endpoints) as session:
-            status, body, _ = await timed_get(session)
-            assert '"api": "one"' in body
-
-
-async def test_failover_when_the_serving_endpoint_dies(start: Start) -> None:
-    one, two = FakeMetadata(SECRET, name="one"), FakeMetadata(SECRET, name="two")
-    async with serving(two.app()) as port_two:
-        port_one = free_port()
-        endpoints = [f"http://127.0.0.1:{port_one}", f"http://127.0.0.1:{port_two}"]
-        async with start(metadata_endpoints=endpoints) as session:
-            async with serving(one.app(), port_one):
-                assert '"api": "one"' in (await timed_get(session))[1]
-            # one is gone (its pooled connection too): the same request is served by two
-            assert '"api": "two"' in (await timed_get(session))[1]
-
-
 def _openssl(*args: str) -> None:
     subprocess.run(["openssl", *args], check=True, capture_output=True)
 

@@ -45,6 +45,20 @@ def test_file_env_and_flags(tmp_path: Path) -> None:
     assert config.metadata_backlog == 128
 
 
+def test_control_url_is_one_url_or_several(tmp_path: Path) -> None:
+    assert load_agent_config(None, {}).control_urls() == ["http://127.0.0.1:8774"]
+    plain = {"METASTACK_AGENT_CONTROL_URL": "http://c1:8774/"}
+    one = load_agent_config(None, plain)
+    assert (one.control_url, one.control_urls()) == ("http://c1:8774", ["http://c1:8774"])
+    listed = {"METASTACK_AGENT_CONTROL_URL": '["http://c1:8774", "https://c2:8774/"]'}
+    assert load_agent_config(None, listed).control_urls() == ["http://c1:8774", "https://c2:8774"]
+    path = tmp_path / "m.toml"
+    path.write_text('[agent]\ncontrol_url = ["http://c1:8774", "http://c2:8774"]\n')
+    assert load_agent_config(path, {}).control_urls() == ["http://c1:8774", "http://c2:8774"]
+    flags = load_agent_config(None, {}, {"control_url": ["http://c3:8774"]})
+    assert flags.control_urls() == ["http://c3:8774"]
+
+
 @pytest.mark.parametrize(
     ("overrides", "field"),
     [
@@ -56,6 +70,8 @@ def test_file_env_and_flags(tmp_path: Path) -> None:
         ({"feed_wait": 61}, "feed_wait"),
         ({"metadata_proxy_shared_secret": "a\nb"}, "metadata_proxy_shared_secret"),
         ({"control_url": "127.0.0.1:8774"}, "control_url"),
+        ({"control_url": ["http://c1:8774", "c2:8774"]}, "control_url"),
+        ({"control_url": []}, "control_url"),
         ({"unknown_option": 1}, "unknown_option"),
     ],
 )

@@ -13,7 +13,7 @@ from metastack.agent.forward import (
     relayed_headers,
 )
 from metastack.errors import UpstreamUnavailable
-from metastack.http11 import ConnectFailed, UpstreamBroken, UpstreamTimeout
+from metastack.http11 import ConnectFailed, NotSent, UpstreamBroken, UpstreamTimeout
 
 
 def test_exactly_the_contract_headers_and_identity_encoding() -> None:
@@ -61,6 +61,7 @@ def test_relayed_headers_drop_hop_by_hop_only() -> None:
     ("method", "exc", "expected"),
     [
         (b"POST", ConnectFailed("refused"), True),
+        (b"POST", NotSent("waited for a turn, or never acknowledged by the peer"), True),
         (b"GET", ConnectFailed("connect timeout"), True),
         (b"GET", UpstreamBroken("closed"), True),
         (b"POST", UpstreamBroken("closed"), False),  # may have been applied already

@@ -49,6 +49,15 @@ def test_file_env_and_flags(tmp_path: Path) -> None:
     assert config.dhcp_device_id == "dhcp-node9"
 
 
+def test_control_url_is_one_url_or_several() -> None:
+    one = load_netagent_config(environ={"METASTACK_NETAGENT_CONTROL_URL": "http://c1:8774"})
+    assert one.control_urls() == ["http://c1:8774"]
+    several = load_netagent_config(
+        environ={"METASTACK_NETAGENT_CONTROL_URL": '["http://c1:8774/", "http://c2:8774"]'}
+    )
+    assert several.control_urls() == ["http://c1:8774", "http://c2:8774"]
+
+
 @pytest.mark.parametrize(
     ("key", "value"),
     [
@@ -57,11 +66,12 @@ def test_file_env_and_flags(tmp_path: Path) -> None:
         ("namespace_prefix", "a/b"),
         ("state_path", "relative"),
         ("control_url", "ftp://x"),
+        ("control_url", ["http://c1", "ftp://x"]),
         ("metadata_access_mark", "zz"),
         ("report_interval", "0"),
     ],
 )
-def test_rejects(key: str, value: str) -> None:
+def test_rejects(key: str, value: object) -> None:
     with pytest.raises(ConfigError):
         load_netagent_config(environ={}, overrides={key: value})
 
