@@ -176,9 +176,30 @@ def test_same_addresses_in_both_projects_each_served_its_own(up: Demo) -> None:
             assert json.loads(body)["uuid"] == guest["uuid"]
 
 
-def test_status_reports_the_same_guests(up: Demo) -> None:
+def test_status_reports_the_same_guests_and_the_host_as_both_nodes(up: Demo) -> None:
     result = demo("status", "--json", workdir=up.workdir)
-    assert [g["uuid"] for g in json.loads(result.stdout)] == [g["uuid"] for g in up.guests]
+    document = json.loads(result.stdout)
+    assert set(document) == {"guests", "nodes"}
+    assert [g["uuid"] for g in document["guests"]] == [g["uuid"] for g in up.guests]
+    api, network = document["nodes"]
+    networks = sorted({g["network_id"] for g in up.guests})
+    assert api == {
+        "name": "api-1",
+        "role": "api",
+        "namespace": None,
+        "address": "127.0.0.1",
+        "up": True,
+        "serves": {"networks": [], "routers": []},
+    }
+    assert {k: v for k, v in network.items() if k != "serves"} == {
+        "name": "net-1",
+        "role": "network",
+        "namespace": None,
+        "address": "127.0.0.1",
+        "up": True,
+    }
+    assert sorted(network["serves"]["networks"]) == networks
+    assert len(network["serves"]["routers"]) == 2
 
 
 def test_netagent_restart_fails_no_request_and_changes_nothing(up: Demo) -> None:
