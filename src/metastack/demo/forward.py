@@ -47,7 +47,8 @@ async def _connect(
         try:
             return await asyncio.wait_for(asyncio.open_connection(host, port), CONNECT_TIMEOUT)
         except (OSError, TimeoutError) as exc:
-            log.warning("API node %s:%d: %s; trying the next", host, port, exc)
+            reason = str(exc) or f"no connection within {CONNECT_TIMEOUT} s"
+            log.warning("API node %s:%d: %s; trying the next", host, port, reason)
     return None
 
 

@@ -14,6 +14,15 @@ from typing import Any
 STATE_FILE = "demo.json"
 
 
+def _state(pid: int) -> str:
+    """The one-letter state of a process (R, S, Z, ...); "" when it is gone."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return ""
+    return stat[stat.rindex(")") + 2 :][:1]
+
+
 @dataclass
 class Process:
     """A service the demo started: its PID and the config path that identifies it."""
@@ -27,11 +36,18 @@ class Process:
 
     def alive(self) -> bool:
         """True while this PID still runs the command the demo started."""
-        try:
-            cmdline = Path(f"/proc/{self.pid}/cmdline").read_bytes()
-        except OSError:
-            return False
-        return self.marker.encode() in cmdline
+        for _ in range(50):
+            try:
+                cmdline = Path(f"/proc/{self.pid}/cmdline").read_bytes()
+            except OSError:
+                return False
+            if cmdline:
+                return self.marker.encode() in cmdline
+            # Empty: a zombie, or a process inside execve (nsenter becoming the service).
+            if _state(self.pid) in ("Z", "X", ""):
+                return False
+            time.sleep(0.002)
+        return False
 
     def stop(self, timeout: float = 10.0) -> None:
         """SIGTERM, then SIGKILL of its process group after `timeout` (API workers go too)."""
