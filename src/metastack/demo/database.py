@@ -52,7 +52,8 @@ def check_database(url: str, api_nodes: int, *, in_namespaces: bool) -> None:
         raise DemoUsageError(f"--database {url!r}: use the psycopg driver ({EXAMPLE})")
     if importlib.util.find_spec("psycopg") is None:
         raise DemoUsageError("PostgreSQL needs its driver: pip install 'metastack[postgresql]'")
-    socket_dir = parsed.query.get("host")
+    # No host at all is libpq's default socket directory, also a unix socket.
+    socket_dir = parsed.query.get("host", "/")
     if in_namespaces and (parsed.host or not isinstance(socket_dir, str) or socket_dir[:1] != "/"):
         raise DemoUsageError(
             f"--database {url!r}: the API nodes run in namespaces of their own and reach "
