@@ -55,6 +55,20 @@ def start(
     control_port: int,
 ) -> None:
     """Bring up the nodes, the tenant networks scheduled over them, and the guests."""
+    # Bound first: a port in use stops the demo before it has made anything.
+    with socket.create_server(("127.0.0.1", control_port)) as listener:
+        _start(state, instances, progress, api_nodes, network_nodes, database, listener)
+
+
+def _start(
+    state: DemoState,
+    instances: int,
+    progress: Progress,
+    api_nodes: int,
+    network_nodes: int,
+    database: str,
+    listener: socket.socket,
+) -> None:
     fabric = f"{state.prefix}fabric"
     state.admin_token = secrets.token_urlsafe(24)
     token_file(state).write_text(state.admin_token + "\n")
@@ -77,7 +91,7 @@ def start(
         progress(f"starting {node.name}: metastack api on {node.address} ({node.namespace})")
         _make_node(state, fabric, node)
         _start_api(state, node, url, secret)
-    _start_forward(state, fabric, api, control_port)
+    _start_forward(state, fabric, api, listener)
     call = functools.partial(control_call, state.control_url, state.admin_token)
     networks = create_networks(call, progress)
     served = schedule(
@@ -182,23 +196,18 @@ def _start_network_node(
     # -c) under the node's folder, where stop-node finds and kills it.
 
 
-def _start_forward(state: DemoState, fabric: str, api: list[Node], port: int) -> None:
-    """Bind 127.0.0.1:port in the host's namespace and relay it to the API nodes from
-    inside the fabric namespace (see forward.py)."""
-    listener = socket.create_server(("127.0.0.1", port), reuse_port=False)
-    try:
-        bound = listener.getsockname()[1]
-        marker = f"{state.workdir}/control-forward"
-        argv = [
-            "nsenter", f"--net=/run/netns/{fabric}", "--",
-            sys.executable, "-m", "metastack.demo.forward", "--fd", str(listener.fileno()),
-            *(arg for n in api for arg in ("--to", f"{n.address}:{lab.CONTROL_PORT}")),
-            "--name", marker,
-        ]  # fmt: skip
-        log = Path(state.workdir) / "control-forward.log"
-        lab.spawn(state, "", "forward", argv, marker, log, pass_fds=(listener.fileno(),))
-    finally:
-        listener.close()  # the relay holds its own copy
-    state.control_url = f"http://127.0.0.1:{bound}"
+def _start_forward(state: DemoState, fabric: str, api: list[Node], listener: socket.socket) -> None:
+    """Relay the host's 127.0.0.1 `listener` to the API nodes from inside the fabric
+    namespace (see forward.py); the relay gets its own copy of the socket."""
+    marker = f"{state.workdir}/control-forward"
+    argv = [
+        *lab.enter_netns(fabric),
+        sys.executable, "-m", "metastack.demo.forward", "--fd", str(listener.fileno()),
+        *(arg for n in api for arg in ("--to", f"{n.address}:{lab.CONTROL_PORT}")),
+        "--name", marker,
+    ]  # fmt: skip
+    log = Path(state.workdir) / "control-forward.log"
+    lab.spawn(state, "", "forward", argv, marker, log, pass_fds=(listener.fileno(),))
+    state.control_url = f"http://127.0.0.1:{listener.getsockname()[1]}"
     state.metadata_url = f"http://{api[0].address}:{lab.METADATA_PORT}"
     state.save()

@@ -100,11 +100,15 @@ def make_node_namespace(fabric: str, node: Node) -> None:
     run(["ip", "-n", node.namespace, "-batch", "-"], input="\n".join(inside) + "\n")
 
 
+def enter_netns(namespace: str) -> list[str]:
+    """The argv prefix that runs a command in a network namespace (and nothing else: the
+    host's mount namespace stays, so `ip netns add` there is seen by everyone)."""
+    return ["nsenter", f"--net={netns_path(namespace)}", "--"]
+
+
 def enter(node: Node) -> list[str]:
     """The argv prefix that runs a command in the node's network namespace."""
-    if node.namespace is None:
-        return []
-    return ["nsenter", f"--net={netns_path(node.namespace)}", "--"]
+    return enter_netns(node.namespace) if node.namespace is not None else []
 
 
 def spawn(
