@@ -94,17 +94,7 @@ def _start(
     _start_forward(state, fabric, api, listener)
     call = functools.partial(control_call, state.control_url, state.admin_token)
     networks = create_networks(call, progress)
-    served = schedule(
-        [n["id"] for n in networks.values()],
-        [n["router_id"] for n in networks.values() if "router_id" in n],
-        [node.name for node in network],
-    )
-    wanted: set[str] = set()
-    for node in network:
-        node.networks, node.routers = served[node.name].networks, served[node.name].routers
-        wanted |= {f"{node.netns_prefix}qdhcp-{n}" for n in node.networks}
-        wanted |= {f"{node.netns_prefix}qrouter-{r}" for r in node.routers}
-    state.save()
+    wanted = _schedule(state, networks, network)
     for node in network:
         progress(
             f"starting {node.name} ({node.address}): agent, netagent with the proxy and "
@@ -116,6 +106,24 @@ def _start(
     create_instances(state, call, networks, instances)
     template = load_netagent_config(Path(network[0].directory) / "netagent.toml")
     boot(state, networks, template.bridge_name, progress)
+
+
+def _schedule(
+    state: DemoState, networks: dict[str, dict[str, Any]], network: list[Node]
+) -> set[str]:
+    """Give the network nodes what they serve; the namespaces that makes them build."""
+    served = schedule(
+        [n["id"] for n in networks.values()],
+        [n["router_id"] for n in networks.values() if "router_id" in n],
+        [node.name for node in network],
+    )
+    wanted: set[str] = set()
+    for node in network:
+        node.networks, node.routers = served[node.name].networks, served[node.name].routers
+        wanted |= {f"{node.netns_prefix}qdhcp-{n}" for n in node.networks}
+        wanted |= {f"{node.netns_prefix}qrouter-{r}" for r in node.routers}
+    state.save()
+    return wanted
 
 
 def _make_node(state: DemoState, fabric: str, node: Node) -> None:
