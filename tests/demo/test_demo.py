@@ -6,9 +6,6 @@ import json
 import os
 import signal
 import socket
-import subprocess
-import sys
-import tempfile
 import threading
 import time
 import urllib.request
@@ -19,61 +16,23 @@ from typing import Any
 
 import pytest
 
+from support.democli import (
+    URL,
+    assert_nothing_left,
+    curl,
+    demo,
+    netns_list,
+    searchable_tmp,
+)
 from support.needs import missing
 
 pytestmark = [pytest.mark.e2e, pytest.mark.netns]
 
-METASTACK = str(Path(sys.executable).with_name("metastack"))
 PINNED_KEYS = {"name", "uuid", "namespace", "network_id", "ip", "path", "cloud_init_ok"}
-URL = "http://169.254.169.254/latest/meta-data/instance-id"
 
 
 def why_not() -> str | None:
     return missing("the demo", ("ip", "curl", "busybox", "dnsmasq"))
-
-
-def demo(*args: str, workdir: Path, check: bool = True) -> subprocess.CompletedProcess[str]:
-    result = subprocess.run(
-        [METASTACK, "demo", *args, "--workdir", str(workdir)],
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    if check:
-        assert result.returncode == 0, result.stderr[-3000:]
-    return result
-
-
-def searchable_tmp() -> Path:
-    """A fresh folder others may traverse: dnsmasq runs as nobody and reads files below it."""
-    folder = Path(tempfile.mkdtemp(prefix="ms-demo-"))
-    folder.chmod(0o755)
-    return folder
-
-
-def netns_list() -> list[str]:
-    out = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout
-    return [line.split()[0] for line in out.splitlines() if line.strip()]
-
-
-def processes_mentioning(text: str) -> list[int]:
-    found = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            if text.encode() in (entry / "cmdline").read_bytes():
-                found.append(int(entry.name))
-        except OSError:
-            continue
-    return found
-
-
-def assert_nothing_left(prefix: str, workdir: Path) -> None:
-    assert [n for n in netns_list() if n.startswith(prefix)] == []
-    assert not workdir.exists()
-    assert processes_mentioning(str(workdir)) == []
-    assert not any(p.name.startswith(prefix) for p in Path("/etc/netns").glob("*"))
 
 
 @dataclass
@@ -87,25 +46,7 @@ class Demo:
         return str(self.state["prefix"])
 
     def curl(self, namespace: str, url: str = URL) -> tuple[str, str]:
-        out = subprocess.run(
-            [
-                "ip",
-                "netns",
-                "exec",
-                namespace,
-                "curl",
-                "-s",
-                "-m",
-                "3",
-                "-w",
-                "\n%{http_code}",
-                url,
-            ],
-            capture_output=True,
-            text=True,
-        ).stdout
-        body, _, code = out.rpartition("\n")
-        return code, body
+        return curl(namespace, url)
 
     def control(self, method: str, path: str, body: Any = None) -> Any:
         token = (self.workdir / "token").read_text().strip()
@@ -176,9 +117,30 @@ def test_same_addresses_in_both_projects_each_served_its_own(up: Demo) -> None:
             assert json.loads(body)["uuid"] == guest["uuid"]
 
 
-def test_status_reports_the_same_guests(up: Demo) -> None:
+def test_status_reports_the_same_guests_and_the_host_as_both_nodes(up: Demo) -> None:
     result = demo("status", "--json", workdir=up.workdir)
-    assert [g["uuid"] for g in json.loads(result.stdout)] == [g["uuid"] for g in up.guests]
+    document = json.loads(result.stdout)
+    assert set(document) == {"guests", "nodes"}
+    assert [g["uuid"] for g in document["guests"]] == [g["uuid"] for g in up.guests]
+    api, network = document["nodes"]
+    networks = sorted({g["network_id"] for g in up.guests})
+    assert api == {
+        "name": "api-1",
+        "role": "api",
+        "namespace": None,
+        "address": "127.0.0.1",
+        "up": True,
+        "serves": {"networks": [], "routers": []},
+    }
+    assert {k: v for k, v in network.items() if k != "serves"} == {
+        "name": "net-1",
+        "role": "network",
+        "namespace": None,
+        "address": "127.0.0.1",
+        "up": True,
+    }
+    assert sorted(network["serves"]["networks"]) == networks
+    assert len(network["serves"]["routers"]) == 2
 
 
 def test_netagent_restart_fails_no_request_and_changes_nothing(up: Demo) -> None:

@@ -1,20 +1,34 @@
-"""`demo up`, `status` and `down`: the whole chain and DHCP-booted guests on one machine."""
+"""`demo up`, `status`, `down` and node power: the whole chain and DHCP-booted guests.
+
+The single-node demo (the default) runs its services in the host's namespace; with more
+than one API or network node each node is a namespace of its own (`cluster.py`).
+"""
 
 from __future__ import annotations
 
-import base64
 import contextlib
 import secrets
 import shutil
-import subprocess
-from collections.abc import Callable, Mapping
-from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+import tomllib
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from metastack.demo import guests
-from metastack.demo.state import DemoState, Guest, Process
+from metastack.demo import cluster, guests
+from metastack.demo import nodes as lab
+from metastack.demo.database import check_database, drop_database, ensure_database
+from metastack.demo.errors import DemoError, DemoUsageError
+from metastack.demo.state import DemoState, Node, Process
+from metastack.demo.tenants import (
+    DEMO_KEY,
+    NETWORKS,
+    NetworkPlan,
+    Progress,
+    boot,
+    create_instances,
+    create_networks,
+    wait_for_namespaces,
+)
 from metastack.errors import MetastackError
 from metastack.lab.chain import SERVICES, Chain, default_command, write_config
 from metastack.netagent.config import load_netagent_config
@@ -22,35 +36,27 @@ from metastack.netagent.proxyproc import ProxyProcess
 from metastack.netns.apply import delete_netns, list_netns
 from metastack.netns.dnsmasq import unsearchable_folder
 
-Progress = Callable[[str], None]
+__all__ = [
+    "DEFAULT_WORKDIR",
+    "DEMO_KEY",
+    "NETWORKS",
+    "DemoError",
+    "DemoUsageError",
+    "NetworkPlan",
+    "down",
+    "netagent_config",
+    "restart_netagent",
+    "services",
+    "start_chain",
+    "start_netagent",
+    "start_node",
+    "status",
+    "stop_node",
+    "up",
+    "wait_for_namespaces",
+]
+
 DEFAULT_WORKDIR = Path("/var/lib/metastack/demo")
-DEMO_KEY = (
-    "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIMetastackDemoKeyNotASecret00000000000 demo@metastack"
-)
-BOOT_CONCURRENCY = 8
-
-
-class DemoError(MetastackError):
-    """The demo cannot start or stop as asked."""
-
-
-@dataclass(frozen=True)
-class NetworkPlan:
-    """One demo network: its project, CIDR and whether a router serves it."""
-
-    key: str
-    project: str
-    cidr_prefix: str  # first three octets, e.g. "10.10.0"
-    routed: bool
-
-
-# The same CIDRs in both projects: overlapping guest addresses are the point.
-NETWORKS = (
-    NetworkPlan("a-routed", "demo-a", "10.10.0", True),
-    NetworkPlan("a-isolated", "demo-a", "10.20.0", False),
-    NetworkPlan("b-routed", "demo-b", "10.10.0", True),
-    NetworkPlan("b-isolated", "demo-b", "10.20.0", False),
-)
 
 
 def _check_searchable(workdir: Path) -> None:
@@ -79,8 +85,19 @@ def up(
     *,
     control_port: int = 8774,
     metadata_port: int = 8775,
+    api_nodes: int = 1,
+    network_nodes: int = 1,
+    database: str = "",
 ) -> DemoState:
-    """Start every service, create two projects' networks, boot `instances` guests."""
+    """Start every service, create two projects' networks, boot `instances` guests.
+
+    More than one API or network node: every node is a namespace of its own. DemoUsageError
+    (before anything is created) for what cannot run: several API nodes without PostgreSQL.
+    """
+    multi = api_nodes > 1 or network_nodes > 1
+    if max(api_nodes, network_nodes) > lab.MAX_NODES or min(api_nodes, network_nodes) < 1:
+        raise DemoUsageError(f"1 to {lab.MAX_NODES} API nodes and network nodes")
+    check_database(database, api_nodes, in_namespaces=multi)
     if _running_state(workdir) is not None:
         raise DemoError(f"a demo is already up in {workdir}; `metastack demo down` first")
     if DemoState.load(workdir) is not None:
@@ -93,11 +110,18 @@ def up(
     state.made_etc_netns = not guests.ETC_NETNS.exists()
     state.save()
     try:
-        chain = start_chain(state, control_port, metadata_port, progress)
-        start_netagent(state, chain, progress)
-        networks = _create_networks(chain, progress)
-        _wait_for_namespaces(state, networks, progress)
-        _boot(state, chain, networks, instances, progress)
+        if multi:
+            cluster.start(
+                state,
+                instances,
+                progress,
+                api_nodes=api_nodes,
+                network_nodes=network_nodes,
+                database=database,
+                control_port=control_port,
+            )
+        else:
+            _single(state, instances, progress, control_port, metadata_port, database)
     except BaseException:
         state.phase = "failed"
         state.save()
@@ -107,24 +131,70 @@ def up(
     return state
 
 
+def _single(
+    state: DemoState,
+    instances: int,
+    progress: Progress,
+    control_port: int,
+    metadata_port: int,
+    database: str,
+) -> None:
+    """Today's demo: api, agent and netagent (with the proxy) in the host's namespace."""
+    if database:
+        state.created_database = ensure_database(database)
+        state.database_url = database
+        state.save()
+    api = {"database_url": database} if database else None
+    chain = start_chain(state, control_port, metadata_port, progress, api=api)
+    start_netagent(state, chain, progress)
+    networks = create_networks(chain.call, progress)
+    state.nodes = _single_nodes(state, networks)
+    state.save()
+    _wait_for_namespaces(state, networks, progress)
+    create_instances(state, chain.call, networks, instances)
+    netagent = load_netagent_config(netagent_config(state))
+    boot(state, networks, netagent.bridge_name, progress)
+
+
+def _single_nodes(state: DemoState, networks: dict[str, dict[str, Any]]) -> list[Node]:
+    """The single-node demo's two nodes: the host, as API node and as network node."""
+    workdir = Path(state.workdir)
+    return [
+        Node("api-1", "api", None, "127.0.0.1", str(workdir / "chain")),
+        Node(
+            "net-1",
+            "network",
+            None,
+            "127.0.0.1",
+            str(workdir / "netagent"),
+            netns_prefix=state.prefix,
+            networks=[n["id"] for n in networks.values()],
+            routers=[n["router_id"] for n in networks.values() if "router_id" in n],
+        ),
+    ]
+
+
 def start_chain(
     state: DemoState,
     control: int,
     metadata: int,
     progress: Progress,
     agent: Mapping[str, Any] | None = None,
+    api: Mapping[str, Any] | None = None,
 ) -> Chain:
     """Start the API (2 workers) and the agent, record them in `state`; 0 = any port.
 
-    `agent`: extra agent settings (e.g. `metadata_proxy_user` of proxies that drop to it).
+    `agent`, `api`: extra settings (e.g. `metadata_proxy_user` of proxies that drop to it,
+    `database_url`).
     """
     progress("starting metastack api (2 workers) and agent")
     # One node serves every network: the agent prefetches the ports of all of them.
     settings = {"prefetch_ports": "all", **(agent or {})}
-    chain = Chain(Path(state.workdir) / "chain", api_workers=2, agent=settings)
+    chain = Chain(Path(state.workdir) / "chain", api_workers=2, agent=settings, api=api or {})
     chain.control_port, chain.metadata_port = control, metadata
     try:
         chain.start_api()
+        _pin_ports(chain)
         chain.start_agent()
         # The netagent runs the proxy (and restarts it if it dies); it only needs a config.
         write_config(
@@ -140,12 +210,24 @@ def start_chain(
             running = chain.running(service)
             if running is not None:
                 marker = str(chain.config_path(service))
-                state.processes.append(Process(service, running.pid, marker))
+                node = "api-1" if service == "api" else "net-1"
+                argv = [str(arg) for arg in running.process.args]  # type: ignore[union-attr]
+                log = str(chain.log_path(service))
+                state.processes.append(Process(service, running.pid, marker, node, argv, log))
         state.save()
     state.control_url, state.metadata_url = chain.control_url, chain.metadata_url
     state.admin_token = chain.admin_token
     state.save()
     return chain
+
+
+def _pin_ports(chain: Chain) -> None:
+    """Write the ports the API got into its config, so a start again listens there."""
+    path = chain.config_path("api")
+    values = tomllib.loads(path.read_text())["api"]
+    values["control_listen"] = f"{chain.host}:{chain.control_port}"
+    values["metadata_listen"] = f"{chain.host}:{chain.metadata_port}"
+    write_config(path, "api", values)
 
 
 def netagent_config(state: DemoState) -> Path:
@@ -183,62 +265,22 @@ def start_netagent(
 
 def _spawn_netagent(state: DemoState) -> Process:
     config = netagent_config(state)
-    with (Path(state.workdir) / "netagent.log").open("ab") as log:
-        process = subprocess.Popen(
-            [*default_command(), "netagent", "--config", str(config)],
-            stdin=subprocess.DEVNULL,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-    started = Process("netagent", process.pid, str(config))
-    state.processes = [p for p in state.processes if p.role != "netagent"] + [started]
-    state.save()
-    return started
+    argv = [*default_command(), "netagent", "--config", str(config)]
+    log = Path(state.workdir) / "netagent.log"
+    return lab.spawn(state, "net-1", "netagent", argv, str(config), log)
 
 
-def restart_netagent(workdir: Path, progress: Progress) -> Process:
-    """Stop the demo's netagent and start it again: nothing that is right may change."""
+def restart_netagent(workdir: Path, progress: Progress) -> list[Process]:
+    """Stop every netagent of the demo and start it again: nothing that is right may change."""
     state = status(workdir)
-    for process in state.processes:
-        if process.role == "netagent":
-            progress(f"stopping netagent (pid {process.pid})")
-            process.stop()
-    started = _spawn_netagent(state)
-    progress(f"started netagent (pid {started.pid})")
+    started = []
+    for process in [p for p in state.processes if p.role == "netagent"]:
+        progress(f"stopping the netagent of {process.node} (pid {process.pid})")
+        process.stop()
+        again = lab.restart(state, process)
+        progress(f"started the netagent of {process.node} (pid {again.pid})")
+        started.append(again)
     return started
-
-
-def _create_networks(chain: Chain, progress: Progress) -> dict[str, dict[str, Any]]:
-    progress("creating projects demo-a and demo-b, a routed and an isolated network in each")
-    for project in ("demo-a", "demo-b"):
-        chain.call("POST", "/v1/projects", {"id": project, "name": project})
-    networks: dict[str, dict[str, Any]] = {}
-    for plan in NETWORKS:
-        network = chain.call(
-            "POST", "/v1/networks", {"name": plan.key, "project_id": plan.project, "mtu": 1450}
-        )
-        subnet = chain.call(
-            "POST",
-            "/v1/subnets",
-            {
-                "network_id": network["id"],
-                "cidr": f"{plan.cidr_prefix}.0/24",
-                "ip_version": 4,
-                "gateway_ip": f"{plan.cidr_prefix}.1",
-            },
-        )
-        if plan.routed:
-            router = chain.call(
-                "POST", "/v1/routers", {"name": f"router-{plan.key}", "project_id": plan.project}
-            )
-            chain.call(
-                "POST", f"/v1/routers/{router['id']}/interfaces", {"subnet_id": subnet["id"]}
-            )
-            network["router_id"] = router["id"]
-        network["plan"] = plan
-        networks[plan.key] = network
-    return networks
 
 
 def _wait_for_namespaces(
@@ -251,101 +293,8 @@ def _wait_for_namespaces(
     wait_for_namespaces(state, wanted, progress)
 
 
-def wait_for_namespaces(
-    state: DemoState, wanted: set[str], progress: Progress, timeout: float = 60.0
-) -> None:
-    """Wait until the netagent has made every namespace in `wanted`; record them."""
-    progress(f"waiting for the netagent: {len(wanted)} DHCP and router namespaces, dnsmasq")
-    guests.wait_for(lambda: wanted <= set(list_netns()), timeout, "the netagent's namespaces")
-    state.namespaces.extend(sorted(wanted))
-    state.save()
-
-
-def _boot(
-    state: DemoState,
-    chain: Chain,
-    networks: dict[str, dict[str, Any]],
-    count: int,
-    progress: Progress,
-) -> None:
-    plans = list(networks.values())
-    for index in range(count):
-        network = plans[index % len(plans)]
-        plan: NetworkPlan = network["plan"]
-        name = f"demo-{index + 1}"
-        user_data = f"#cloud-config\nhostname: {name}\nfinal_message: booted by metastack\n"
-        instance = chain.call(
-            "POST",
-            "/v1/instances",
-            {
-                "name": name,
-                "project_id": plan.project,
-                "networks": [
-                    {
-                        "network_id": network["id"],
-                        "ip_address": f"{plan.cidr_prefix}.{10 + index // len(plans)}",
-                    }
-                ],
-                "key_name": "demo",
-                "public_key": DEMO_KEY,
-                "user_data": base64.b64encode(user_data.encode()).decode(),
-                "metadata": {"demo": "metastack", "network": plan.key},
-            },
-        )
-        port = chain.call("GET", f"/v1/ports?device_id={instance['uuid']}")["ports"][0]
-        state.guests.append(
-            Guest(
-                name=name,
-                uuid=instance["uuid"],
-                namespace=f"{state.prefix}g{index + 1}",
-                network_id=network["id"],
-                network=plan.key,
-                project_id=plan.project,
-                mac=port["mac_address"],
-            )
-        )
-    state.save()
-    progress(f"booting {count} guests: DHCP (busybox udhcpc), then cloud-init")
-    gateways = {n["id"]: f"{n['plan'].cidr_prefix}.1" for n in networks.values()}
-    netagent = load_netagent_config(netagent_config(state))
-    done = 0
-
-    def boot_one(guest: Guest) -> Guest:
-        files = guests.plug(
-            guest.namespace,
-            f"{state.prefix}fabric",
-            netagent.bridge_name(guest.network_id),
-            guest.namespace.removeprefix(state.prefix),
-            guest.mac,
-        )
-        state.files.extend(files)
-        try:
-            guests.dhcp(guest.namespace)
-        except MetastackError as exc:
-            guest.error = f"DHCP failed: {exc}"
-            return guest
-        guest.ip = guests.address(guest.namespace)
-        guest.path = guests.metadata_path(guest.namespace, gateways[guest.network_id])
-        report = guests.cloud_init(guest.namespace)
-        guest.seconds = float(report.get("seconds", 0.0))
-        guest.hostname = str(report.get("local_hostname", ""))
-        guest.cloud_init_ok = bool(report.get("ok")) and report.get("instance_id") == guest.uuid
-        if not guest.cloud_init_ok:
-            guest.error = str(report.get("error") or report.get("log", ""))[-300:]
-        return guest
-
-    with ThreadPoolExecutor(max_workers=BOOT_CONCURRENCY) as pool:
-        for guest in pool.map(boot_one, state.guests):
-            done += 1
-            mark = "ok" if guest.cloud_init_ok else "FAILED"
-            progress(
-                f"  [{done}/{count}] {guest.name} {guest.ip or '-'} via {guest.path or '-'}: {mark}"
-            )
-            state.save()
-
-
-def _proxy_of(state: DemoState) -> ProxyProcess | None:
-    config = netagent_config(state)
+def _proxy_of(config: Path) -> ProxyProcess | None:
+    """The proxy a netagent with this config runs, if it runs one."""
     if not config.exists():
         return None
     netagent = load_netagent_config(config)
@@ -354,10 +303,16 @@ def _proxy_of(state: DemoState) -> ProxyProcess | None:
     return ProxyProcess(netagent.proxy_config, netagent.proxy_control_socket, netagent.state_path)
 
 
+def _netagent_configs(state: DemoState) -> list[Path]:
+    recorded = [Path(p.marker) for p in state.processes if p.role == "netagent"]
+    return recorded or [netagent_config(state)]
+
+
 def services(state: DemoState) -> dict[str, int | None]:
-    """PID of each demo service that runs now (None for one that does not)."""
+    """PID of each demo service that runs now (None for one that does not); one node's
+    services per role (the single-node demo's)."""
     found: dict[str, int | None] = {p.role: (p.pid if p.alive() else None) for p in state.processes}
-    proxy = _proxy_of(state)
+    proxy = _proxy_of(_netagent_configs(state)[0])
     found["proxy"] = proxy.pid() if proxy is not None else None
     return found
 
@@ -370,38 +325,77 @@ def status(workdir: Path) -> DemoState:
     return state
 
 
+def nodes_up(state: DemoState) -> dict[str, bool]:
+    """Node name -> whether it is up (links up, every process running)."""
+    return {node.name: lab.node_up(state, node) for node in state.nodes}
+
+
+def _node(state: DemoState, name: str) -> Node:
+    node = state.node(name)
+    if node is None:
+        names = ", ".join(n.name for n in state.nodes) or "none"
+        raise DemoError(f"no node {name!r} in this demo (its nodes: {names})")
+    return node
+
+
+def stop_node(workdir: Path, name: str, progress: Progress) -> None:
+    """Power loss of a node: its links down, its processes SIGKILLed."""
+    state = status(workdir)
+    node = _node(state, name)
+    links, pids = lab.power_off(state, node)
+    progress(f"{name}: {links} links down, {len(pids)} processes killed ({pids})")
+
+
+def start_node(workdir: Path, name: str, progress: Progress) -> None:
+    """Bring a stopped node back: links up, its processes started again."""
+    state = status(workdir)
+    node = _node(state, name)
+    started = lab.power_on(state, node)
+    progress(f"{name}: links up, started {', '.join(f'{p.role} ({p.pid})' for p in started)}")
+
+
+def _stop_roles(state: DemoState, progress: Progress) -> None:
+    order = {role: index for index, role in enumerate(("proxy", "agent", "api", "forward"))}
+    for process in sorted(state.processes, key=lambda p: order.get(p.role, len(order))):
+        if process.alive():
+            where = f" of {process.node}" if process.node else ""
+            progress(f"stopping {process.role}{where} (pid {process.pid})")
+            process.stop()
+
+
 def down(workdir: Path, progress: Progress) -> list[str]:
     """Stop and remove everything the demo in `workdir` created; returns what it removed."""
     state = DemoState.load(workdir)
     if state is None:
         return []
     removed: list[str] = []
-    by_role = {p.role: p for p in state.processes}
-    if "netagent" in by_role:
-        progress("stopping the netagent")
-        by_role["netagent"].stop()
-    config = netagent_config(state)
-    if config.exists():
+    for process in state.processes:
+        if process.role == "netagent" and process.alive():
+            progress(f"stopping the netagent of {process.node or 'the demo'}")
+            process.stop()
+    proxies = []
+    for config in _netagent_configs(state):
+        if not config.exists():
+            continue
         from metastack.netagent.service import teardown
 
-        progress("removing DHCP and router namespaces, dnsmasq and proxy listeners")
+        progress(f"removing the DHCP and router namespaces, dnsmasq and listeners of {config}")
+        proxies.append(_proxy_of(config))
         try:
             removed += teardown(load_netagent_config(config))
         except MetastackError as exc:
             progress(f"  netagent teardown: {exc} (namespaces are removed below)")
     for guest in state.guests:
         guests.remove(guest.namespace)
-    proxy = _proxy_of(state)
-    pid = proxy.pid() if proxy is not None else None
-    if proxy is not None and pid is not None:
-        progress(f"stopping proxy (pid {pid})")
-        Process("proxy", pid, proxy.config_path).stop()
-    for role in ("proxy", "agent", "api"):
-        if role in by_role:
-            progress(f"stopping {role} (pid {by_role[role].pid})")
-            by_role[role].stop()
-    for process in state.processes:  # any other recorded process (e.g. per-namespace proxies)
-        process.stop()
+    for proxy in proxies:
+        pid = proxy.pid() if proxy is not None else None
+        if proxy is not None and pid is not None:
+            progress(f"stopping proxy (pid {pid})")
+            Process("proxy", pid, proxy.config_path).stop()
+    _stop_roles(state, progress)
+    for node in state.nodes:  # anything else a node's pid files name (keepalived, later)
+        for process in lab.pidfile_processes(state, node):
+            process.stop()
     leftovers = [name for name in list_netns() if name.startswith(state.prefix)]
     delete_netns(leftovers)
     removed += leftovers
@@ -410,6 +404,12 @@ def down(workdir: Path, progress: Progress) -> list[str]:
     if state.made_etc_netns:
         with contextlib.suppress(OSError):  # only if empty: others may use it meanwhile
             guests.ETC_NETNS.rmdir()
+    if state.created_database:
+        progress(f"dropping the database the demo created ({state.database_url})")
+        try:
+            drop_database(state.database_url)
+        except DemoError as exc:
+            progress(f"  {exc}")
     shutil.rmtree(workdir, ignore_errors=True)
     progress(f"removed {len(set(removed))} namespaces, {len(state.processes)} processes, {workdir}")
     return removed

@@ -62,6 +62,25 @@ def default_command() -> list[str]:
     return [found]
 
 
+def control_call(
+    base_url: str, token: str, method: str, path: str, body: Any = None, timeout: float = 10.0
+) -> Any:
+    """One control API request with the admin token; the decoded JSON answer.
+
+    An error status raises ControlCallError; 204 returns None.
+    """
+    data = None if body is None else json.dumps(body).encode()
+    headers = {"X-Auth-Token": token, "Content-Type": "application/json"}
+    request = Request(base_url + path, data=data, method=method, headers=headers)
+    try:
+        with urlopen(request, timeout=timeout) as response:
+            text = response.read()
+    except HTTPError as exc:
+        detail = exc.read().decode(errors="replace")
+        raise ControlCallError(method, path, exc.code, detail) from None
+    return json.loads(text) if text else None
+
+
 def _toml_value(value: Any) -> str:
     if isinstance(value, bool):
         return "true" if value else "false"
@@ -309,16 +328,7 @@ class Chain:
 
         An error status raises ControlCallError; 204 returns None.
         """
-        data = None if body is None else json.dumps(body).encode()
-        headers = {"X-Auth-Token": self.admin_token, "Content-Type": "application/json"}
-        request = Request(self.control_url + path, data=data, method=method, headers=headers)
-        try:
-            with urlopen(request, timeout=timeout) as response:
-                text = response.read()
-        except HTTPError as exc:
-            detail = exc.read().decode(errors="replace")
-            raise ControlCallError(method, path, exc.code, detail) from None
-        return json.loads(text) if text else None
+        return control_call(self.control_url, self.admin_token, method, path, body, timeout)
 
     def proxy_control(self) -> ControlClient:
         """A client of the proxy's control socket (listeners)."""

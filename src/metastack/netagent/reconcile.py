@@ -141,20 +141,38 @@ class Reconciler:
         self, desired: Desired, present: set[str], report: Report
     ) -> dict[str, LinkState] | None:
         """Make the fabric namespace and its bridges; the fabric's links if that changed
-        nothing (the namespaces' veth peers are judged from them), else None."""
-        steps: list[Step] = []
-        if desired.fabric and desired.fabric not in present:
-            steps += [AddNetns(desired.fabric), LinkUp(desired.fabric, "lo")]
-            have: dict[str, LinkState] = {}
-        else:
+        nothing (the namespaces' veth peers are judged from them), else None.
+
+        Netagents of several nodes may share one fabric (the multi-node demo's): one that
+        finds a bridge (or the namespace) made by another since it looked reads again.
+        """
+        for attempt in (1, 2):
+            steps: list[Step] = []
+            if desired.fabric and desired.fabric not in present:
+                steps += [AddNetns(desired.fabric), LinkUp(desired.fabric, "lo")]
+                have: dict[str, LinkState] = {}
+            else:
+                try:
+                    have = read_fabric(desired.fabric)
+                except NetnsError as exc:
+                    report.errors.append(str(exc))
+                    return None
+            steps += diff_bridges(desired.fabric, desired.bridges, have)
+            if not steps:
+                return have
             try:
-                have = read_fabric(desired.fabric)
+                apply(steps)
             except NetnsError as exc:
+                if attempt == 1:
+                    log.info("fabric changed under this pass (%s); reading it again", exc)
+                    present = set(list_netns())
+                    continue
+                log.error("%s", exc)
                 report.errors.append(str(exc))
                 return None
-        steps += diff_bridges(desired.fabric, desired.bridges, have)
-        self._run(steps, report)
-        return None if steps else have
+            report.steps += len(steps)
+            return None
+        return None
 
     # -- dnsmasq ------------------------------------------------------------------------
 
