@@ -18,9 +18,10 @@ import tomllib
 import types
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Literal, TypeVar, Union, get_args, get_origin
+from typing import Annotated, Any, Literal, TypeVar, Union, get_args, get_origin
 
 from pydantic import (
+    AfterValidator,
     BaseModel,
     ConfigDict,
     Field,
@@ -116,6 +117,38 @@ def parse_hostport(value: str, *, default_host: str = "0.0.0.0") -> tuple[str, i
     if not 0 <= port <= 65535:
         raise ValueError(f"port out of range in {value!r}")
     return host, port
+
+
+def _listen_or_off(value: str) -> str:
+    if value:
+        parse_hostport(value)
+    return value
+
+
+# The keys every service takes (the runner's: metastack.runner.RunConfig), defined once.
+MetricsListen = Annotated[
+    str,
+    AfterValidator(_listen_or_off),
+    Field(
+        description="HOST:PORT serving Prometheus `/metrics`, `/healthz` (the process lives) "
+        'and `/readyz` (it can do its job); `""` = off'
+    ),
+]
+LogLevelKey = Annotated[
+    Literal["debug", "info", "warning", "error"],
+    Field(description="`debug`, `info`, `warning`, `error`"),
+]
+LogFormatKey = Annotated[
+    Literal["text", "json"],
+    Field(description="`text` lines or `json` objects, on stderr (journald)"),
+]
+EventLoopKey = Annotated[
+    Literal["auto", "asyncio", "uvloop"],
+    Field(description="`auto` (uvloop when installed), `asyncio`, `uvloop`"),
+]
+ShutdownTimeout = Annotated[
+    float, Field(ge=0, description="seconds requests in flight get to finish at SIGTERM")
+]
 
 
 class VendordataConfig(_Section):
@@ -237,6 +270,11 @@ class ApiConfig(_Section):
     allow_automatic_l3agent_failover: bool = Field(
         True, description="move routers off dead L3 agents"
     )
+    metrics_listen: MetricsListen = ""
+    log_level: LogLevelKey = "info"
+    log_format: LogFormatKey = "text"
+    event_loop: EventLoopKey = "auto"
+    shutdown_timeout: ShutdownTimeout = 5.0
     vendordata: VendordataConfig = Field(
         VendordataConfig(), description="vendor data (`[api.vendordata]`)"
     )

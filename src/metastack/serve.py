@@ -1,56 +1,17 @@
-"""Process plumbing shared by every service: logging, the event loop, signals, listeners."""
+"""Listening sockets shared by the services: TCP listeners (one per worker) and aiohttp sites.
+
+The event loop, signals, logging, health and the drain are the runner's
+(:mod:`metastack.runner`); logging is :mod:`metastack.logs`.
+"""
 
 from __future__ import annotations
 
-import asyncio
-import logging
-import signal
 import socket
-import sys
-from collections.abc import Awaitable, Callable, Coroutine
-from typing import Any
+from collections.abc import Awaitable, Callable
 
 from aiohttp import web
 
-log = logging.getLogger("metastack")
-
 LISTEN_BACKLOG = 4096
-SHUTDOWN_TIMEOUT = 5.0  # seconds in-flight requests get when a service stops
-
-
-def setup_logging(level: str = "INFO") -> None:
-    """One stderr handler with timestamps; services log through `logging` only."""
-    logging.basicConfig(
-        level=getattr(logging, level.upper(), logging.INFO),
-        format="%(asctime)s %(process)d %(levelname)s %(name)s: %(message)s",
-        stream=sys.stderr,
-    )
-    # Alembic narrates every plugin and migration step at INFO; keep only what matters.
-    logging.getLogger("alembic").setLevel(logging.WARNING)
-
-
-def run_loop(main: Callable[[], Coroutine[Any, Any, int]]) -> int:
-    """Run a service's main coroutine on uvloop when available, asyncio otherwise."""
-    try:
-        import uvloop
-    except ImportError:  # pragma: no cover - uvloop is a dependency on Linux
-        return asyncio.run(main())
-    result: int = uvloop.run(main())
-    return result
-
-
-async def wait_for_stop() -> None:
-    """Return when SIGTERM or SIGINT arrives; the previous handlers are restored after."""
-    loop = asyncio.get_running_loop()
-    stop = asyncio.Event()
-    signals = (signal.SIGTERM, signal.SIGINT)
-    for signum in signals:
-        loop.add_signal_handler(signum, stop.set)
-    try:
-        await stop.wait()
-    finally:
-        for signum in signals:
-            loop.remove_signal_handler(signum)
 
 
 def bind_tcp(host: str, port: int, count: int = 1) -> list[socket.socket]:
@@ -79,11 +40,14 @@ def bind_tcp(host: str, port: int, count: int = 1) -> list[socket.socket]:
 
 
 async def start_site(
-    app: web.Application, sock: socket.socket, cleanups: list[Callable[[], Awaitable[None]]]
+    app: web.Application,
+    sock: socket.socket,
+    cleanups: list[Callable[[], Awaitable[None]]],
+    shutdown_timeout: float,
 ) -> None:
     """Serve an aiohttp app on an already listening socket; register its cleanup."""
     runner = web.AppRunner(
-        app, handle_signals=False, access_log=None, shutdown_timeout=SHUTDOWN_TIMEOUT
+        app, handle_signals=False, access_log=None, shutdown_timeout=shutdown_timeout
     )
     await runner.setup()
     cleanups.append(runner.cleanup)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import logging
 import os
 import sys
 
@@ -37,9 +36,15 @@ from metastack.errors import ConfigError
 )
 @click.option("--upstream-timeout", type=float, help="Seconds before a request is answered 503.")
 @click.option("--cache-expiration", type=float, help="Lookup cache TTL in seconds; 0 = off.")
-@click.option("--log-level", default="INFO", show_default=True, help="Python logging level.")
+@click.option(
+    "--log-level",
+    type=click.Choice(["debug", "info", "warning", "error"], case_sensitive=False),
+    help="Overrides [agent] log_level.",
+)
+@click.option("--log-format", type=click.Choice(["text", "json"]), help="text or json lines.")
+@click.option("--metrics-listen", help="HOST:PORT of /metrics, /healthz, /readyz.")
 @click.option("--check", is_flag=True, help="Validate the config (file, env, flags) and exit.")
-def agent_command(config_path: str | None, log_level: str, check: bool, **flags: object) -> None:
+def agent_command(config_path: str | None, check: bool, **flags: object) -> None:
     """Serve the metadata agent: proxies in, signed requests to the metadata API out.
 
     The shared secret and the admin token are read from the config file or from
@@ -53,6 +58,8 @@ def agent_command(config_path: str | None, log_level: str, check: bool, **flags:
         for key, value in flags.items()
         if value not in (None, ())
     }
+    if isinstance(overrides.get("log_level"), str):
+        overrides["log_level"] = str(overrides["log_level"]).lower()
     try:
         config = load_agent_config(config_path, os.environ, overrides)
     except ConfigError as exc:
@@ -61,9 +68,6 @@ def agent_command(config_path: str | None, log_level: str, check: bool, **flags:
     if check:
         click.echo(f"metastack agent: {config_path or 'defaults'}: OK")
         sys.exit(0)
-    logging.basicConfig(
-        level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
     from metastack.agent.server import run
 
     sys.exit(run(config))

@@ -12,6 +12,11 @@ from pydantic import Field, field_validator, model_validator
 
 from metastack.config import (
     DEFAULT_STATE_PATH,
+    EventLoopKey,
+    LogFormatKey,
+    LogLevelKey,
+    MetricsListen,
+    ShutdownTimeout,
     _Section,
     admin_token_from_file,
     http_urls,
@@ -117,6 +122,17 @@ class AgentConfig(_Section):
         description="change-feed long-poll seconds; the cache is bypassed once the feed is "
         "silent for longer than this (plus a grace)",
     )
+    access_log: bool = Field(
+        True,
+        description="one line per guest request (`instance_id`, `project_id`, `network_id`, "
+        "`router_id`, `remote_addr`, `method`, `path`, `status`, `duration_ms`) on logger "
+        "`metastack.access`",
+    )
+    metrics_listen: MetricsListen = ""
+    log_level: LogLevelKey = "info"
+    log_format: LogFormatKey = "text"
+    event_loop: EventLoopKey = "auto"
+    shutdown_timeout: ShutdownTimeout = 5.0
 
     _admin_token_file = model_validator(mode="before")(admin_token_from_file)
 

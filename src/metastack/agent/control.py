@@ -193,6 +193,12 @@ class ControlClient:
         except (KeyError, TypeError, ValueError) as exc:
             raise UpstreamUnavailable(f"control API: malformed change feed: {exc!r}") from exc
 
+    async def ping(self, timeout: float) -> None:
+        """One cheap authenticated read (the change feed's first entry); raises
+        UpstreamUnavailable when the control API does not answer it."""
+        deadline = asyncio.get_running_loop().time() + timeout
+        await self._get("/v1/changes?since=0&wait=0&limit=1", deadline)
+
     async def close(self) -> None:
         """Stop probing; close the connections."""
         await close_http_upstreams(self.upstreams)

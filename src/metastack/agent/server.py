@@ -6,7 +6,6 @@ import asyncio
 import contextlib
 import logging
 import os
-import signal
 import socket
 import stat
 from collections.abc import AsyncIterator
@@ -20,9 +19,11 @@ from metastack.agent.feed import follow_changes
 from metastack.agent.forward import Forwarder, make_ssl_context
 from metastack.agent.prefetch import Prefetcher
 from metastack.agent.resolve import Resolver
-from metastack.errors import ConfigError
-from metastack.heap import freeze_heap
-from metastack.http11 import Endpoint, HttpServer, Limits, Pool
+from metastack.errors import ConfigError, UpstreamUnavailable
+from metastack.http11 import Endpoint, HttpServer, Limits, Pool, encode_request
+from metastack.logs import AccessLog, setup_logging
+from metastack.metrics import AgentMetrics, new_registry
+from metastack.runner import RunConfig, Runner
 from metastack.tasks import cancel_and_wait
 from metastack.upstreams import http_upstreams
 
@@ -99,76 +100,154 @@ class RunningAgent:
     control: ControlClient
 
 
-@contextlib.asynccontextmanager
-async def running(config: AgentConfig) -> AsyncIterator[RunningAgent]:
-    """Serve on the configured socket until the context exits; then clean up in reverse."""
-    endpoints = config.endpoints()
-    ssl_context = (
-        make_ssl_context(config) if any(url.startswith("https:") for url in endpoints) else None
-    )
-    cache = LookupCache(config.cache_expiration, config.cache_size)
-    token = [(b"X-Auth-Token", config.admin_token.encode())] if config.admin_token else []
+class AgentService:
+    """The agent under the runner: its socket, clients, change feed; readiness; drain."""
 
-    def control_pool(endpoint: Endpoint) -> Pool:
-        return Pool(
-            endpoint,
-            connect_timeout=config.upstream_connect_timeout,
-            pool_size=CONTROL_POOL_SIZE,
-        )
+    def __init__(self, config: AgentConfig, metrics: AgentMetrics | None = None) -> None:
+        self.config = config
+        self.metrics = metrics if metrics is not None else AgentMetrics()
+        self.cache = LookupCache(config.cache_expiration, config.cache_size)
+        self.metrics.watch_cache(lambda: self.cache.stats)
+        self._stack = contextlib.AsyncExitStack()
+        self.control: ControlClient | None = None
+        self.forwarder: Forwarder | None = None
+        self._probes: list[Pool] = []
+        self._grace = SHUTDOWN_GRACE
 
-    try:
-        control_upstreams = http_upstreams(
-            config.control_urls(),
-            control_pool,
-            what="control API",
-            probe_path=b"/openapi.json",
-            probe_headers=token,
+    async def start(self) -> None:
+        try:
+            await self._start(self._stack)
+        except BaseException:
+            await self._stack.aclose()
+            raise
+
+    async def _start(self, stack: contextlib.AsyncExitStack) -> None:
+        config = self.config
+        endpoints = config.endpoints()
+        ssl_context = (
+            make_ssl_context(config) if any(url.startswith("https:") for url in endpoints) else None
         )
-        forwarder = Forwarder(
-            endpoints,
-            ssl_context,
-            loop=asyncio.get_running_loop(),
-            connect_timeout=config.upstream_connect_timeout,
-            concurrency=config.upstream_concurrency,
-        )
-    except ValueError as exc:
-        raise ConfigError(str(exc)) from exc
-    control = ControlClient(control_upstreams, config.admin_token)
-    sock = bind_unix_socket(
-        config.metadata_proxy_socket, config.socket_mode(), config.metadata_backlog
-    )
-    inode = os.lstat(config.metadata_proxy_socket).st_ino
-    prefetcher = Prefetcher(control, cache, config.prefetch_ports if cache.enabled else "off")
-    served = prefetcher.served if prefetcher.mode == "seen" else None
-    handler = AgentHandler(
-        Resolver(control, cache, served=served),
-        forwarder,
-        config.metadata_proxy_shared_secret,
-        config.upstream_timeout,
-    )
-    server: HttpServer | None = None
-    feed: asyncio.Task[None] | None = None
-    try:
-        server = await HttpServer.start(handler, LIMITS, sock, backlog=config.metadata_backlog)
-        forwarder.start()
-        control.start()
-        if cache.enabled:
-            feed = asyncio.create_task(
-                follow_changes(control, cache, config.feed_wait, on_changes=prefetcher.note)
+        cache = self.cache
+        token = [(b"X-Auth-Token", config.admin_token.encode())] if config.admin_token else []
+
+        def control_pool(endpoint: Endpoint) -> Pool:
+            return Pool(
+                endpoint,
+                connect_timeout=config.upstream_connect_timeout,
+                pool_size=CONTROL_POOL_SIZE,
             )
-            prefetcher.start()
-        freeze_heap()
+
+        try:
+            control_upstreams = http_upstreams(
+                config.control_urls(),
+                control_pool,
+                what="control API",
+                probe_path=b"/openapi.json",
+                probe_headers=token,
+            )
+            forwarder = Forwarder(
+                endpoints,
+                ssl_context,
+                loop=asyncio.get_running_loop(),
+                connect_timeout=config.upstream_connect_timeout,
+                concurrency=config.upstream_concurrency,
+            )
+            self._probes = [
+                Pool(
+                    Endpoint.from_url(url),
+                    connect_timeout=config.upstream_connect_timeout,
+                    pool_size=1,
+                    ssl_context=ssl_context,
+                )
+                for url in endpoints
+            ]
+        except ValueError as exc:
+            raise ConfigError(str(exc)) from exc
+        stack.push_async_callback(self._close_probes)
+        stack.push_async_callback(forwarder.close)
+        self.forwarder = forwarder
+        control = self.control = ControlClient(control_upstreams, config.admin_token)
+        stack.push_async_callback(control.close)
+        sock = bind_unix_socket(
+            config.metadata_proxy_socket, config.socket_mode(), config.metadata_backlog
+        )
+        stack.callback(sock.close)
+        inode = os.lstat(config.metadata_proxy_socket).st_ino
+        stack.callback(_unlink_if_ours, config.metadata_proxy_socket, inode)
+        prefetcher = Prefetcher(control, cache, config.prefetch_ports if cache.enabled else "off")
+        served = prefetcher.served if prefetcher.mode == "seen" else None
+        handler = AgentHandler(
+            Resolver(control, cache, served=served),
+            forwarder,
+            config.metadata_proxy_shared_secret,
+            config.upstream_timeout,
+            metrics=self.metrics,
+            access_log=AccessLog(config.access_log),
+        )
+        server = await HttpServer.start(handler, LIMITS, sock, backlog=config.metadata_backlog)
+        try:
+            forwarder.start()
+            control.start()
+            stack.push_async_callback(prefetcher.close)
+            if cache.enabled:
+                feed = asyncio.create_task(
+                    follow_changes(control, cache, config.feed_wait, on_changes=prefetcher.note)
+                )
+                stack.push_async_callback(cancel_and_wait, feed)
+                prefetcher.start()
+        finally:  # closed first: requests in flight finish with the feed still followed
+            stack.push_async_callback(self._drain, server)
         log.info("metadata agent listening on %s", config.metadata_proxy_socket)
-        yield RunningAgent(config.metadata_proxy_socket, cache, forwarder, control)
+
+    async def ready(self) -> bool:
+        """The control API answers, and at least one metadata API endpoint does."""
+        if self.control is None:
+            return False
+        timeout = self.config.upstream_connect_timeout
+        try:
+            await self.control.ping(timeout)
+        except UpstreamUnavailable as exc:
+            log.warning("not ready: control API: %s", exc)
+            return False
+        for probe in self._probes:
+            endpoint = probe.endpoint
+            data = encode_request(b"GET", endpoint.base_path + b"/", [(b"Host", endpoint.host)])
+            try:
+                answer = await probe.request(data, timeout=timeout, retry=True, queued=False)
+            except UpstreamUnavailable as exc:
+                log.warning("not ready: metadata API %s: %s", endpoint, exc)
+                continue
+            if answer.status < 500:
+                return True
+        return False
+
+    async def stop(self, timeout: float) -> None:
+        """Stop accepting, let replies in flight finish within `timeout`, close all."""
+        self._grace = timeout
+        await self._stack.aclose()
+
+    async def _drain(self, server: HttpServer) -> None:
+        await server.close(self._grace)
+
+    async def _close_probes(self) -> None:
+        for probe in self._probes:
+            await probe.close()
+
+
+@contextlib.asynccontextmanager
+async def running(
+    config: AgentConfig, metrics: AgentMetrics | None = None
+) -> AsyncIterator[RunningAgent]:
+    """Serve on the configured socket until the context exits; then clean up in reverse."""
+    service = AgentService(config, metrics)
+    await service.start()
+    try:
+        assert service.forwarder is not None and service.control is not None
+        yield RunningAgent(
+            config.metadata_proxy_socket, service.cache, service.forwarder, service.control
+        )
     finally:
-        await prefetcher.close()
-        await cancel_and_wait(feed)
-        if server is not None:
-            await server.close(SHUTDOWN_GRACE)
-        await forwarder.close()
-        await control.close()
-        sock.close()
-        _unlink_if_ours(config.metadata_proxy_socket, inode)
+        await service.stop(config.shutdown_timeout)
 
 
 def _unlink_if_ours(path: str, inode: int) -> None:
@@ -178,32 +257,9 @@ def _unlink_if_ours(path: str, inode: int) -> None:
             os.unlink(path)
 
 
-async def serve(config: AgentConfig) -> None:
-    """Serve until SIGTERM or SIGINT."""
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for signum in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(signum, stop.set)
-    try:
-        async with running(config):
-            await stop.wait()
-    finally:
-        for signum in (signal.SIGTERM, signal.SIGINT):
-            loop.remove_signal_handler(signum)
-
-
 def run(config: AgentConfig) -> int:
-    """Process entry point: uvloop when installed; exit code 0, or 1 if it cannot start."""
-    try:
-        import uvloop
-
-        loop_factory = uvloop.new_event_loop
-    except ImportError:
-        loop_factory = None
-    try:
-        with asyncio.Runner(loop_factory=loop_factory) as runner:
-            runner.run(serve(config))
-    except (ConfigError, OSError) as exc:
-        log.error("metastack agent: cannot start: %s", exc)
-        return 1
-    return 0
+    """Process entry point under the runner; exit code 0, or 1 if it cannot start."""
+    setup_logging(config.log_level, config.log_format)
+    registry = new_registry()
+    service = AgentService(config, AgentMetrics(registry))
+    return Runner(RunConfig.of("agent", config), service, registry=registry).run()

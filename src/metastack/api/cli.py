@@ -17,6 +17,9 @@ from metastack.errors import ConfigError
 @click.option("--control-listen", default=None, help="host:port of the control API.")
 @click.option("--metadata-listen", default=None, help="host:port of the metadata API.")
 @click.option("--workers", type=int, default=None, help="Worker processes.")
+@click.option("--metrics-listen", default=None, help="HOST:PORT of /metrics, /healthz, /readyz.")
+@click.option("--log-level", type=click.Choice(["debug", "info", "warning", "error"]))
+@click.option("--log-format", type=click.Choice(["text", "json"]))
 @click.option("--check", is_flag=True, help="Validate the config (file, env, flags) and exit.")
 def api_command(
     config_path: str | None,
@@ -24,6 +27,9 @@ def api_command(
     control_listen: str | None,
     metadata_listen: str | None,
     workers: int | None,
+    metrics_listen: str | None,
+    log_level: str | None,
+    log_format: str | None,
     check: bool,
 ) -> None:
     """Serve the control API (8774) and the metadata API (8775).
@@ -36,6 +42,9 @@ def api_command(
         "control_listen": control_listen,
         "metadata_listen": metadata_listen,
         "workers": workers,
+        "metrics_listen": metrics_listen,
+        "log_level": log_level,
+        "log_format": log_format,
     }
     try:
         config = load_api_config(config_path, os.environ, overrides)

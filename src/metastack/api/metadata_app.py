@@ -14,6 +14,7 @@ import ipaddress
 import logging
 import os
 import socket
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from urllib.parse import unquote_to_bytes, urlsplit
@@ -37,6 +38,7 @@ from metastack.metadata import (
     render_vendor_data2,
 )
 from metastack.metadata.model import Instance
+from metastack.metrics import MetadataMetrics
 from metastack.store.base import MetadataStore
 
 log = logging.getLogger(__name__)
@@ -265,7 +267,9 @@ class MetadataService:
         *,
         today: Callable[[], datetime.date] = lambda: datetime.datetime.now(datetime.UTC).date(),
         watcher: Watcher | None = None,
+        metrics: MetadataMetrics | None = None,
     ) -> None:
+        self.metrics = metrics if metrics is not None else MetadataMetrics()
         self._store = store
         self._static_vendordata = load_static(config.vendordata)
         self._dynamic = DynamicVendordata(config.vendordata)
@@ -304,8 +308,16 @@ class MetadataService:
         await self.cache.stop()
 
     async def __call__(self, request: Request, peer: str) -> Response:
-        """The HTTP server's handler: :meth:`handle` on the request as the API reads it."""
-        return await self.handle(Incoming(request, peer))
+        """The HTTP server's handler: :meth:`handle` on the request as the API reads it,
+        counted (tree, status, time)."""
+        started = time.perf_counter()
+        try:
+            response = await self.handle(Incoming(request, peer))
+        except Exception:  # the server answers 500
+            self.metrics.observe(request.target, 500, time.perf_counter() - started)
+            raise
+        self.metrics.observe(request.target, response.status, time.perf_counter() - started)
+        return response
 
     async def handle(self, request: Incoming) -> Response:
         """Answer one metadata request; every failure becomes a status, never a traceback."""
@@ -391,9 +403,14 @@ class MetadataServer:
     """The metadata API on one listening socket (TCP or unix), with its service."""
 
     def __init__(
-        self, config: ApiConfig, store: MetadataStore, *, watcher: Watcher | None = None
+        self,
+        config: ApiConfig,
+        store: MetadataStore,
+        *,
+        watcher: Watcher | None = None,
+        metrics: MetadataMetrics | None = None,
     ) -> None:
-        self.service = MetadataService(config, store, watcher=watcher)
+        self.service = MetadataService(config, store, watcher=watcher, metrics=metrics)
         self._server: HttpServer | None = None
         self.port = 0
 

@@ -1,44 +1,59 @@
 """`metastack api` process model: migrate, bind, then serve in one or several worker processes.
 
 The parent binds every listener (one SO_REUSEPORT socket per worker, so the kernel
-spreads connections), forks the workers and restarts any that dies; SIGTERM/SIGINT
-stop them all. With one worker the parent serves itself.
+spreads connections; the metrics listener too), forks the workers and restarts any that
+dies (:mod:`metastack.supervisor`); SIGTERM/SIGINT stop them all. Each worker is an
+:class:`ApiWorker` under the common :class:`~metastack.runner.Runner`. With one worker
+the parent serves itself. The workers count their metrics in files of a private
+directory, which any worker's `/metrics` adds up, removed when the API stops.
 """
 
 from __future__ import annotations
 
-import ctypes
+import asyncio
 import logging
 import os
-import signal
+import shutil
 import socket
 import sys
+import tempfile
 import time
 from collections.abc import Awaitable, Callable
-from types import FrameType
+from typing import TYPE_CHECKING
 
 from metastack.config import ApiConfig, is_loopback, parse_hostport
 from metastack.errors import MetastackError, StoreUnavailable
-from metastack.heap import freeze_heap
-from metastack.serve import (
-    LISTEN_BACKLOG,
-    SHUTDOWN_TIMEOUT,
-    bind_tcp,
-    run_loop,
-    setup_logging,
-    start_site,
-    wait_for_stop,
+from metastack.logs import setup_logging
+from metastack.metrics import (
+    MetadataMetrics,
+    forget_worker,
+    new_registry,
+    shared_registry,
+    use_worker_files,
 )
+from metastack.notify import Notifier
+from metastack.runner import RunConfig, Runner
+from metastack.serve import LISTEN_BACKLOG, bind_tcp, start_site
+from metastack.supervisor import Supervisor
+
+if TYPE_CHECKING:
+    from metastack.store.sql import SqlStore
 
 log = logging.getLogger("metastack.api")
 
 Listeners = dict[str, list[socket.socket]]  # api name -> one socket per worker
-STOP_GRACE_SECONDS = 10.0
+STOP_MARGIN_SECONDS = 5.0  # past shutdown_timeout, before a worker is killed
 DB_RETRY_SECONDS = 2.0
 
 
-def prepare_database(config: ApiConfig, *, attempts: int | None = None) -> None:
-    """Bring the schema to the newest migration, waiting for the database to come up."""
+def prepare_database(
+    config: ApiConfig,
+    *,
+    attempts: int | None = None,
+    on_wait: Callable[[], object] = lambda: None,
+) -> None:
+    """Bring the schema to the newest migration, waiting for the database to come up
+    (`on_wait` runs before each pause: the watchdog is fed meanwhile)."""
     from metastack.store.migrate import upgrade
 
     tried = 0
@@ -51,6 +66,7 @@ def prepare_database(config: ApiConfig, *, attempts: int | None = None) -> None:
             if attempts is not None and tried >= attempts:
                 raise
             log.warning("database not ready (%s); retrying in %.0f s", exc, DB_RETRY_SECONDS)
+            on_wait()
             time.sleep(DB_RETRY_SECONDS)
 
 
@@ -63,123 +79,131 @@ def bind_listeners(config: ApiConfig) -> Listeners:
         listeners[api] = bind_tcp(host, port, config.workers)
         bound = listeners[api][0].getsockname()
         log.info("%s API listening on %s:%d", api, bound[0], bound[1])
+    if config.metrics_listen and config.workers > 1:
+        # One worker: its runner binds it. Several: they share it, as the APIs.
+        host, port = parse_hostport(config.metrics_listen)
+        listeners["metrics"] = bind_tcp(host, port, config.workers)
+        bound = listeners["metrics"][0].getsockname()
+        log.info("metrics listening on %s:%d", bound[0], bound[1])
     return listeners
 
 
-async def serve_worker(config: ApiConfig, sockets: dict[str, socket.socket]) -> int:
-    """One worker: open the store, serve the apps on their sockets until told to stop."""
-    from metastack.api.control import make_control_app
-    from metastack.api.control.agents import scheduling_policy
-    from metastack.api.metadata_app import MetadataServer
-    from metastack.store.sql import SqlStore
+class ApiWorker:
+    """One worker's service: the store, the metadata API and/or the control API."""
 
-    store = SqlStore(config.database_url, scheduling=scheduling_policy(config))
-    cleanups: list[Callable[[], Awaitable[None]]] = []
-    try:
-        if "metadata" in sockets:
-            metadata = MetadataServer(config, store)
-            await metadata.start(sockets["metadata"], LISTEN_BACKLOG)
-            cleanups.append(lambda: metadata.close(SHUTDOWN_TIMEOUT))
-        if "control" in sockets:
-            await start_site(make_control_app(config, store), sockets["control"], cleanups)
-        freeze_heap()
-        await wait_for_stop()
-    finally:
-        for cleanup in reversed(cleanups):
-            await cleanup()
-        store.close()
-    return 0
+    def __init__(
+        self, config: ApiConfig, sockets: dict[str, socket.socket], metrics: MetadataMetrics
+    ) -> None:
+        self.config = config
+        self.sockets = sockets
+        self.metrics = metrics
+        self.store: SqlStore | None = None
+        self._closers: list[Callable[[float], Awaitable[None]]] = []
 
+    async def start(self) -> None:
+        from metastack.api.control import make_control_app
+        from metastack.api.control.agents import scheduling_policy
+        from metastack.api.metadata_app import MetadataServer
+        from metastack.store.sql import SqlStore
 
-class _Stop(Exception):
-    pass
+        store = self.store = SqlStore(
+            self.config.database_url, scheduling=scheduling_policy(self.config)
+        )
+        try:
+            if "metadata" in self.sockets:
+                metadata = MetadataServer(self.config, store, metrics=self.metrics)
+                await metadata.start(self.sockets["metadata"], LISTEN_BACKLOG)
+                self._closers.append(metadata.close)
+            if "control" in self.sockets:
+                cleanups: list[Callable[[], Awaitable[None]]] = []
+                await start_site(
+                    make_control_app(self.config, store),
+                    self.sockets["control"],
+                    cleanups,
+                    self.config.shutdown_timeout,
+                )
+                self._closers.append(lambda grace: cleanups[0]())
+        except BaseException:
+            await self.stop(0.0)
+            raise
 
+    async def ready(self) -> bool:
+        """The database answers (the revision counter is read)."""
+        if self.store is None:
+            return False
+        try:
+            await asyncio.to_thread(self.store.current_revision)
+        except Exception as exc:
+            log.warning("not ready: the database does not answer: %s", exc)
+            return False
+        return True
 
-def _raise_stop(signum: int, frame: FrameType | None) -> None:
-    raise _Stop
-
-
-PR_SET_PDEATHSIG = 1
-
-
-def _die_with_parent(parent: int) -> None:
-    """Ask the kernel for SIGTERM when the supervisor dies, even by SIGKILL: orphaned
-    workers would keep serving (stale code, old config) beside a restarted API."""
-    libc = ctypes.CDLL(None, use_errno=True)
-    libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
-    if os.getppid() != parent:  # it died before we asked
-        os._exit(0)
-
-
-def _spawn(config: ApiConfig, listeners: Listeners, index: int) -> int:
-    parent = os.getpid()
-    pid = os.fork()
-    if pid:
-        return pid
-    code = 1
-    try:  # the child: default signals, its own sockets, its own event loop
-        signal.signal(signal.SIGTERM, signal.SIG_DFL)
-        signal.signal(signal.SIGINT, signal.SIG_DFL)
-        _die_with_parent(parent)
-        sockets = {api: socks[index] for api, socks in listeners.items()}
-        code = run_loop(lambda: serve_worker(config, sockets))
-    except BaseException:
-        log.exception("worker %d failed", index)
-    finally:
-        os._exit(code)
+    async def stop(self, timeout: float) -> None:
+        """Both APIs stop accepting at once and drain together."""
+        closers, self._closers = self._closers, []
+        await asyncio.gather(*(close(timeout) for close in closers))
+        if self.store is not None:
+            self.store.close()
+            self.store = None
 
 
-def supervise(config: ApiConfig, listeners: Listeners) -> int:
+def run_worker(
+    config: ApiConfig,
+    sockets: dict[str, socket.socket],
+    metrics_dir: str | None,
+    index: int,
+    on_ready: Callable[[], None],
+) -> int:
+    """One of several workers, under the runner until SIGTERM; its exit code. It counts in
+    the shared files (when there is a metrics listener) and leaves systemd to the parent."""
+    registry = None
+    if metrics_dir is not None:
+        use_worker_files(metrics_dir, index)
+        registry = shared_registry(metrics_dir)
+    apis = {name: sock for name, sock in sockets.items() if name != "metrics"}
+    return Runner(
+        RunConfig.of("api", config),
+        ApiWorker(config, apis, MetadataMetrics()),
+        registry=registry,
+        metrics_sock=sockets.get("metrics"),
+        notifier=Notifier(None),
+        on_ready=on_ready,
+    ).run()
+
+
+def supervise(config: ApiConfig, listeners: Listeners, notifier: Notifier) -> int:
     """Fork the workers, restart the ones that die, stop them all on SIGTERM/SIGINT."""
-    workers: dict[int, int] = {}  # pid -> worker index
-    started: dict[int, float] = {}
-    previous = {s: signal.signal(s, _raise_stop) for s in (signal.SIGTERM, signal.SIGINT)}
-    try:
-        for index in range(config.workers):
-            pid = _spawn(config, listeners, index)
-            workers[pid] = index
-            started[index] = time.monotonic()
-        while True:
-            pid, status = os.wait()
-            if pid not in workers:
-                continue
-            index = workers.pop(pid)
-            log.warning("worker %d (pid %d) exited with status %d; restarting", index, pid, status)
-            if time.monotonic() - started[index] < 1.0:
-                time.sleep(1.0)  # a worker that dies at once would otherwise spin
-            pid = _spawn(config, listeners, index)
-            workers[pid] = index
-            started[index] = time.monotonic()
-    except _Stop:
-        log.info("stopping %d workers", len(workers))
-        # Our copies of the listeners would keep accepting into a queue nobody serves.
+    metrics_dir = (
+        tempfile.mkdtemp(prefix="metastack-api-metrics-", dir=os.environ.get("RUNTIME_DIRECTORY"))
+        if "metrics" in listeners
+        else None
+    )
+
+    def worker(index: int, on_ready: Callable[[], None]) -> int:
+        sockets = {api: socks[index] for api, socks in listeners.items()}
+        return run_worker(config, sockets, metrics_dir, index, on_ready)
+
+    def close_listeners() -> None:
         for socks in listeners.values():
             for sock in socks:
                 sock.close()
+
+    def forget(index: int) -> None:
+        if metrics_dir is not None:
+            forget_worker(metrics_dir, index)
+
+    try:
+        return Supervisor(
+            config.workers,
+            worker,
+            notifier=notifier,
+            stop_timeout=config.shutdown_timeout + STOP_MARGIN_SECONDS,
+            close_listeners=close_listeners,
+            on_exit=forget,
+        ).run()
     finally:
-        for signum, handler in previous.items():
-            signal.signal(signum, handler)
-        _stop_workers(workers)
-    return 0
-
-
-def _stop_workers(workers: dict[int, int]) -> None:
-    for pid in workers:
-        try:
-            os.kill(pid, signal.SIGTERM)
-        except ProcessLookupError:
-            continue
-    deadline = time.monotonic() + STOP_GRACE_SECONDS
-    remaining = set(workers)
-    while remaining and time.monotonic() < deadline:
-        for pid in list(remaining):
-            done, _ = os.waitpid(pid, os.WNOHANG)
-            if done:
-                remaining.discard(pid)
-        time.sleep(0.05)
-    for pid in remaining:
-        os.kill(pid, signal.SIGKILL)
-        os.waitpid(pid, 0)
+        if metrics_dir is not None:
+            shutil.rmtree(metrics_dir, ignore_errors=True)
 
 
 def startup_problem(config: ApiConfig) -> str | None:
@@ -205,18 +229,28 @@ def startup_problem(config: ApiConfig) -> str | None:
 
 def run(config: ApiConfig) -> int:
     """Entry point of `metastack api`."""
-    setup_logging()
+    setup_logging(config.log_level, config.log_format)
     problem = startup_problem(config)
     if problem is not None:
         print(f"metastack api: {problem}", file=sys.stderr)
         return 2
+    notifier = Notifier.from_environ()
     try:
-        prepare_database(config)
+        prepare_database(config, on_wait=lambda: notifier.send("WATCHDOG=1"))
         listeners = bind_listeners(config)
     except (MetastackError, OSError) as exc:
         print(f"metastack api: {exc}", file=sys.stderr)
         return 1
     if config.workers == 1:
         sockets = {api: socks[0] for api, socks in listeners.items()}
-        return run_loop(lambda: serve_worker(config, sockets))
-    return supervise(config, listeners)
+        return run_worker_alone(config, sockets, notifier)
+    return supervise(config, listeners, notifier)
+
+
+def run_worker_alone(
+    config: ApiConfig, sockets: dict[str, socket.socket], notifier: Notifier
+) -> int:
+    """One worker: the parent serves, and speaks to systemd itself."""
+    registry = new_registry()
+    service = ApiWorker(config, sockets, MetadataMetrics(registry))
+    return Runner(RunConfig.of("api", config), service, registry=registry, notifier=notifier).run()

@@ -5,15 +5,17 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
-import signal
 import sys
 from typing import Any
 
 import click
 
 from metastack.errors import ConfigError
+from metastack.logs import setup_logging
+from metastack.metrics import NetagentMetrics, new_registry
 from metastack.netagent.config import NetagentConfig, load_netagent_config
 from metastack.netns.dnsmasq import unsearchable_folder
+from metastack.runner import RunConfig, Runner
 
 
 @click.command("netagent")
@@ -52,10 +54,16 @@ from metastack.netns.dnsmasq import unsearchable_folder
     is_flag=True,
     help="Remove this agent's namespaces, dnsmasqs and listeners, then exit.",
 )
-@click.option("--log-level", default="INFO", show_default=True, help="Python logging level.")
+@click.option(
+    "--log-level",
+    type=click.Choice(["debug", "info", "warning", "error"], case_sensitive=False),
+    help="Overrides [netagent] log_level.",
+)
+@click.option("--log-format", type=click.Choice(["text", "json"]), help="text or json lines.")
+@click.option("--metrics-listen", help="HOST:PORT of /metrics, /healthz, /readyz.")
 @click.option("--check", is_flag=True, help="Validate the config (file, env, flags) and exit.")
 def netagent_command(
-    config_path: str | None, once: bool, cleanup: bool, log_level: str, check: bool, **flags: Any
+    config_path: str | None, once: bool, cleanup: bool, check: bool, **flags: Any
 ) -> None:
     """Reconcile qdhcp-/qrouter- namespaces, dnsmasq and proxy listeners with the control API.
 
@@ -67,14 +75,14 @@ def netagent_command(
         for key, value in flags.items()
         if value not in (None, ())
     }
+    if isinstance(overrides.get("log_level"), str):
+        overrides["log_level"] = str(overrides["log_level"]).lower()
     try:
         config = load_netagent_config(config_path, os.environ, overrides)
     except ConfigError as exc:
         click.echo(f"metastack netagent: {exc}", err=True)
         sys.exit(2)
-    logging.basicConfig(
-        level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
+    setup_logging(config.log_level, config.log_format)
     folder = None if config.dnsmasq_user == "root" else unsearchable_folder(config.state_path)
     if folder is not None and not cleanup:
         click.echo(
@@ -95,26 +103,25 @@ def netagent_command(
         removed = teardown(config)
         click.echo(f"removed {len(removed)} namespaces")
         return
-    sys.exit(asyncio.run(_main(config, once)))
+    if once:
+        sys.exit(asyncio.run(_once(config)))
+    from metastack.netagent.service import NetagentService
+
+    registry = new_registry()
+    service = NetagentService(config, NetagentMetrics(registry))
+    sys.exit(Runner(RunConfig.of("netagent", config), service, registry=registry).run())
 
 
-async def _main(config: NetagentConfig, once: bool) -> int:
+async def _once(config: NetagentConfig) -> int:
     from metastack.client.http import ControlApiError
     from metastack.netagent.service import NetAgent
 
     agent = NetAgent(config)
-    if once:
-        try:
-            report = await agent.reconcile(full=True)
-        except ControlApiError as exc:
-            logging.getLogger("metastack.netagent").error("control API: %s", exc)
-            return 1
-        finally:
-            await agent.client.close()
-        return 1 if report.errors else 0
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for signum in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(signum, stop.set)
-    await agent.run(stop)
-    return 0
+    try:
+        report = await agent.reconcile(full=True)
+    except ControlApiError as exc:
+        logging.getLogger("metastack.netagent").error("control API: %s", exc)
+        return 1
+    finally:
+        await agent.client.close()
+    return 1 if report.errors else 0

@@ -12,6 +12,11 @@ from pydantic import Field, field_validator, model_validator
 
 from metastack.config import (
     DEFAULT_STATE_PATH,
+    EventLoopKey,
+    LogFormatKey,
+    LogLevelKey,
+    MetricsListen,
+    ShutdownTimeout,
     _Section,
     admin_token_from_file,
     http_urls,
@@ -134,6 +139,11 @@ class NetagentConfig(_Section):
         description="seconds between liveness checks (dnsmasq, proxy, listeners)",
     )
     feed_wait: int = Field(20, ge=1, le=60, description="change-feed long-poll seconds")
+    metrics_listen: MetricsListen = ""
+    log_level: LogLevelKey = "info"
+    log_format: LogFormatKey = "text"
+    event_loop: EventLoopKey = "auto"
+    shutdown_timeout: ShutdownTimeout = 5.0
 
     _admin_token_file = model_validator(mode="before")(admin_token_from_file)
 

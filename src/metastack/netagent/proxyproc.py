@@ -1,7 +1,8 @@
 """Keep the namespace proxy process alive when the netagent is asked to run it.
 
 The proxy runs in its own session, so it outlives a netagent restart (guests keep being
-served); a restarted netagent adopts it from the pid file instead of starting another.
+served); a restarted netagent adopts it from the pid file instead of starting another. It
+writes its log to the netagent's stderr (the journal under systemd), never to a file.
 """
 
 from __future__ import annotations
@@ -24,7 +25,6 @@ class ProxyProcess:
         self.config_path = config_path
         self.control_socket = control_socket
         self.pidfile = Path(state_path) / "proxy.pid"
-        self.logfile = Path(state_path) / "proxy.log"
         self.argv = (sys.executable, "-m", "metastack", "proxy", "--config", config_path)
         self._child: subprocess.Popen[bytes] | None = None
 
@@ -47,14 +47,13 @@ class ProxyProcess:
         if self.pid() is not None:
             return False
         self.pidfile.parent.mkdir(parents=True, exist_ok=True)
-        with self.logfile.open("ab") as out:
-            self._child = subprocess.Popen(
-                self.argv,
-                stdin=subprocess.DEVNULL,
-                stdout=out,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,  # survives the netagent: guests stay served
-            )
+        self._child = subprocess.Popen(
+            self.argv,
+            stdin=subprocess.DEVNULL,
+            stdout=sys.stderr.fileno(),  # the proxy logs to stderr; stdout joins it
+            stderr=None,  # inherited: the netagent's stderr
+            start_new_session=True,  # survives the netagent: guests stay served
+        )
         self.pidfile.write_text(f"{self._child.pid}\n")
         log.warning("started the proxy (pid %d)", self._child.pid)
         return True

@@ -5,10 +5,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
+import signal
 import time
 from typing import Any
 
 from metastack.client.http import ControlApiError, ControlClient
+from metastack.metrics import NetagentMetrics
 from metastack.netagent.config import NetagentConfig
 from metastack.netagent.desired import Desired, desired_state
 from metastack.netagent.proxyproc import ProxyProcess
@@ -40,8 +43,11 @@ class NetAgent:
         config: NetagentConfig,
         client: ControlClient | None = None,
         proxy: ProxyClient | None = None,
+        metrics: NetagentMetrics | None = None,
     ) -> None:
         self.config = config
+        self.metrics = metrics if metrics is not None else NetagentMetrics()
+        self.last_pass_ok = False  # readiness: the last reconcile pass succeeded
         self.client = client or ControlClient(
             config.control_urls(), config.admin_token, timeout=config.feed_wait + 15
         )
@@ -93,9 +99,14 @@ class NetAgent:
     async def reconcile(self, *, full: bool = True) -> Report:
         """One pass; ControlApiError (nothing touched) if the control API is unreachable."""
         started = time.monotonic()
-        desired = await self.desired()
-        async with self._lock:
-            report = await asyncio.to_thread(self.reconciler.apply, desired, full=full)
+        try:
+            desired = await self.desired()
+            async with self._lock:
+                report = await asyncio.to_thread(self.reconciler.apply, desired, full=full)
+        except ControlApiError:
+            self._passed(False, started)
+            raise
+        self._passed(not report.errors, started)
         level = logging.INFO if report.changed or report.errors else logging.DEBUG
         log.log(
             level,
@@ -114,6 +125,12 @@ class NetAgent:
         # Any completed pass worked from a real topology, so the watch may act on it now.
         self.ready.set()
         return report
+
+    def _passed(self, ok: bool, started: float) -> None:
+        self.last_pass_ok = ok
+        self.metrics.reconcile_seconds.observe(time.monotonic() - started)
+        if not ok:
+            self.metrics.reconcile_failures.inc()
 
     async def watch_once(self) -> None:
         """Restart dead dnsmasqs and re-PUT the proxy's listeners if they differ."""
@@ -218,6 +235,39 @@ class NetAgent:
                 await self.watch_once()
             except Exception:  # the watch must outlive any one failure
                 log.exception("liveness watch failed")
+
+
+class NetagentService:
+    """The netagent under the runner: its loops as one task; ready after a good pass."""
+
+    def __init__(self, config: NetagentConfig, metrics: NetagentMetrics | None = None) -> None:
+        self.agent = NetAgent(config, metrics=metrics)
+        self._stop: asyncio.Event | None = None
+        self._task: asyncio.Task[None] | None = None
+
+    async def start(self) -> None:
+        self._stop = asyncio.Event()
+        self._task = asyncio.create_task(self.agent.run(self._stop), name="netagent")
+        self._task.add_done_callback(self._ended)
+
+    def _ended(self, task: asyncio.Task[None]) -> None:
+        if task.cancelled() or self._stop is None or self._stop.is_set():
+            return
+        error = task.exception()
+        log.error("the netagent's loops ended: %r; stopping", error, exc_info=error)
+        os.kill(os.getpid(), signal.SIGTERM)  # the runner stops; systemd starts it again
+
+    async def ready(self) -> bool:
+        """The last reconcile pass succeeded (the control API answered, no step failed)."""
+        return self.agent.last_pass_ok
+
+    async def stop(self, timeout: float) -> None:
+        """Stop the loops; namespaces, dnsmasqs and the proxy keep serving."""
+        if self._stop is not None:
+            self._stop.set()
+        if self._task is not None:
+            with contextlib.suppress(Exception):
+                await self._task
 
 
 def teardown(config: NetagentConfig, proxy: ProxyClient | None = None) -> list[str]:

@@ -57,6 +57,8 @@ def _per_namespace_listeners(
 @click.option("--upstream-timeout", type=float, default=None, help="Seconds before a 504.")
 @click.option("--event-loop", type=click.Choice(["auto", "asyncio", "uvloop"]), default=None)
 @click.option("--log-level", type=click.Choice(["debug", "info", "warning", "error"]), default=None)
+@click.option("--log-format", type=click.Choice(["text", "json"]), default=None)
+@click.option("--metrics-listen", default=None, help="HOST:PORT of /metrics, /healthz, /readyz.")
 @click.option("--check", is_flag=True, help="Validate the config (file, env, flags) and exit.")
 def proxy_command(
     config_path: str | None,
@@ -71,6 +73,8 @@ def proxy_command(
     upstream_timeout: float | None,
     event_loop: str | None,
     log_level: str | None,
+    log_format: str | None,
+    metrics_listen: str | None,
     check: bool,
 ) -> None:
     """Serve 169.254.169.254 inside namespaces, forwarding to the metadata agent.
@@ -86,6 +90,8 @@ def proxy_command(
         "upstream_timeout": upstream_timeout,
         "event_loop": event_loop,
         "log_level": log_level,
+        "log_format": log_format,
+        "metrics_listen": metrics_listen,
     }
     try:
         specs = [parse_listener(text) for text in listener_texts]

@@ -6,11 +6,21 @@ import ipaddress
 import os
 import re
 from collections.abc import Mapping
-from typing import Any, Literal
+from typing import Any
 
 from pydantic import Field, field_validator, model_validator
 
-from metastack.config import DEFAULT_STATE_PATH, _Section, load_section, parse_hostport
+from metastack.config import (
+    DEFAULT_STATE_PATH,
+    EventLoopKey,
+    LogFormatKey,
+    LogLevelKey,
+    MetricsListen,
+    ShutdownTimeout,
+    _Section,
+    load_section,
+    parse_hostport,
+)
 
 # Ids end up verbatim in a header line: letters, digits and a few separators only.
 _ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,254}$")
@@ -152,15 +162,11 @@ class ProxyConfig(_Section):
         "order, within their timeout, whatever they ask (`wait_for_change=true` included); "
         "a request still unanswered after 0.5 s gives its turn up; 0 = no limit",
     )
-    shutdown_timeout: float = Field(
-        5.0, ge=0, description="seconds open requests get to finish at SIGTERM"
-    )
-    event_loop: Literal["auto", "asyncio", "uvloop"] = Field(
-        "auto", description="`auto` (uvloop when installed), `asyncio`, `uvloop`"
-    )
-    log_level: Literal["debug", "info", "warning", "error"] = Field(
-        "info", description="`debug`, `info`, `warning`, `error`"
-    )
+    metrics_listen: MetricsListen = ""
+    log_level: LogLevelKey = "info"
+    log_format: LogFormatKey = "text"
+    event_loop: EventLoopKey = "auto"
+    shutdown_timeout: ShutdownTimeout = 5.0
 
     @field_validator("metadata_proxy_socket")
     @classmethod

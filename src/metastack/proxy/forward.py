@@ -12,6 +12,7 @@ from metastack.http11 import (
     encode_request,
     error_response,
 )
+from metastack.metrics import ProxyMetrics
 from metastack.proxy.headers import IdentityKind, downstream_headers, upstream_headers
 from metastack.proxy.upstream import AgentClient
 
@@ -36,9 +37,16 @@ class Forwarder:
     agent.)
     """
 
-    def __init__(self, client: AgentClient, *, upstream_timeout: float) -> None:
+    def __init__(
+        self,
+        client: AgentClient,
+        *,
+        upstream_timeout: float,
+        metrics: ProxyMetrics | None = None,
+    ) -> None:
         self.client = client
         self.upstream_timeout = upstream_timeout
+        self.metrics = metrics if metrics is not None else ProxyMetrics()
 
     async def forward(
         self, request: Request, peer: str, kind: IdentityKind, ident: str
@@ -78,4 +86,7 @@ class ListenerHandler:
         self.ident = ident
 
     async def __call__(self, request: Request, peer: str) -> Response:
-        return await self.forwarder.forward(request, peer, self.kind, self.ident)
+        forwarder = self.forwarder
+        response = await forwarder.forward(request, peer, self.kind, self.ident)
+        forwarder.metrics.requests.inc(response.status)
+        return response
