@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import socket
 from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING
 
-from aiohttp import web
+if TYPE_CHECKING:  # aiohttp's server takes a while to import; the proxy and agent never need it
+    from aiohttp import web
 
 LISTEN_BACKLOG = 4096
 
@@ -46,6 +48,8 @@ async def start_site(
     shutdown_timeout: float,
 ) -> None:
     """Serve an aiohttp app on an already listening socket; register its cleanup."""
+    from aiohttp import web
+
     runner = web.AppRunner(
         app, handle_signals=False, access_log=None, shutdown_timeout=shutdown_timeout
     )
