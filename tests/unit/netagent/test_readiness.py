@@ -23,7 +23,12 @@ class FlakyControl:
     async def list(self, plural: str, **_: Any) -> list[Any]:
         if self.down:
             raise ControlApiError(0, "control API down")
-        return []
+        return [{"host": "node1", "networks": [], "routers": []}] if plural == "agents" else []
+
+    async def create(self, plural: str, body: dict[str, Any]) -> dict[str, Any]:
+        if self.down:
+            raise ControlApiError(0, "control API down")
+        return {"id": "agent", **body}  # the state report
 
     async def close(self) -> None:
         return None
