@@ -7,6 +7,7 @@ node's namespaces leaves the other's ports and the shared bridge in place.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import subprocess
 from pathlib import Path
@@ -58,6 +59,9 @@ def _dhcp_ports(run: Run, network_id: str) -> dict[str, dict[str, Any]]:
 
 def test_two_nodes_share_the_tenant_bridge(run: Run) -> None:
     api = run.api
+    # Both nodes serve the network: two DHCP agents per network (`[api]
+    # dhcp_agents_per_network`), as a site with DHCP on two nodes sets it.
+    api.store.scheduling = dataclasses.replace(api.store.scheduling, dhcp_agents_per_network=2)
     api.ok("POST", "/v1/projects", {"id": "p1", "name": "p1"})
     network = api.ok("POST", "/v1/networks", {"project_id": "p1", "name": "shared"})
     api.ok("POST", "/v1/subnets", {"network_id": network["id"], "cidr": CIDR})
