@@ -203,6 +203,19 @@ class ApiConfig(_Section):
         description="control API address; any other than a loopback one needs `admin_token`",
     )
     metadata_listen: str = Field("0.0.0.0:8775", description="metadata API address")
+    tls_cert_file: str | None = Field(
+        None,
+        description="PEM certificate (chain) of both API listeners: they speak HTTPS "
+        "(TLS 1.2+); together with `tls_key_file`",
+    )
+    tls_key_file: str | None = Field(
+        None, description="PEM private key of `tls_cert_file`; together with it"
+    )
+    tls_client_ca_file: str | None = Field(
+        None,
+        description="PEM CA bundle: the metadata API requires a client certificate signed "
+        "by one of these CAs (the agents' `nova_client_cert`); needs `tls_cert_file`",
+    )
     enabled_apis: list[ApiName] = Field(
         ["control", "metadata"], description="which APIs this process serves"
     )
@@ -280,6 +293,18 @@ class ApiConfig(_Section):
     )
 
     _admin_token_file = model_validator(mode="before")(admin_token_from_file)
+
+    @model_validator(mode="after")
+    def _tls_files_together(self) -> ApiConfig:
+        if bool(self.tls_cert_file) != bool(self.tls_key_file):
+            missing = "tls_key_file" if self.tls_cert_file else "tls_cert_file"
+            other = "tls_cert_file" if self.tls_cert_file else "tls_key_file"
+            raise OptionError(missing, f"{other} is set but {missing} is not; set both or neither")
+        if self.tls_client_ca_file and not self.tls_cert_file:
+            raise OptionError(
+                "tls_client_ca_file", "needs tls_cert_file and tls_key_file (TLS listeners)"
+            )
+        return self
 
     @field_validator("control_listen", "metadata_listen")
     @classmethod

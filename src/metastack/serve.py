@@ -7,6 +7,7 @@ The event loop, signals, logging, health and the drain are the runner's
 from __future__ import annotations
 
 import socket
+import ssl
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING
 
@@ -46,8 +47,11 @@ async def start_site(
     sock: socket.socket,
     cleanups: list[Callable[[], Awaitable[None]]],
     shutdown_timeout: float,
+    *,
+    ssl_context: ssl.SSLContext | None = None,
 ) -> None:
-    """Serve an aiohttp app on an already listening socket; register its cleanup."""
+    """Serve an aiohttp app on an already listening socket (HTTPS with `ssl_context`);
+    register its cleanup."""
     from aiohttp import web
 
     runner = web.AppRunner(
@@ -55,4 +59,4 @@ async def start_site(
     )
     await runner.setup()
     cleanups.append(runner.cleanup)
-    await web.SockSite(runner, sock).start()
+    await web.SockSite(runner, sock, ssl_context=ssl_context).start()

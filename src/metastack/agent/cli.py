@@ -9,6 +9,7 @@ import click
 
 from metastack.agent.config import load_agent_config
 from metastack.errors import ConfigError
+from metastack.tls import ca_file_problem
 
 
 @click.command("agent")
@@ -64,6 +65,10 @@ def agent_command(config_path: str | None, check: bool, **flags: object) -> None
         config = load_agent_config(config_path, os.environ, overrides)
     except ConfigError as exc:
         click.echo(f"metastack agent: {exc}", err=True)
+        sys.exit(2)
+    problem = ca_file_problem("agent.control_ca_file", config.control_ca_file)
+    if problem is not None:
+        click.echo(f"metastack agent: {problem}", err=True)
         sys.exit(2)
     if check:
         click.echo(f"metastack agent: {config_path or 'defaults'}: OK")

@@ -80,6 +80,11 @@ class AgentConfig(_Section):
         description="control API for lookups and the change feed: one base URL or a list "
         "(spread and failed over as `metadata_endpoints`)",
     )
+    control_ca_file: str | None = Field(
+        None,
+        description="PEM CA bundle that verifies an https `control_url` (the system CAs "
+        "without it)",
+    )
     admin_token: str | None = Field(None, repr=False, description="the control API's `admin_token`")
     admin_token_file: str | None = Field(
         None,

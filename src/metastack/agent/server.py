@@ -25,6 +25,7 @@ from metastack.logs import AccessLog, setup_logging
 from metastack.metrics import AgentMetrics, new_registry
 from metastack.runner import RunConfig, Runner
 from metastack.tasks import cancel_and_wait
+from metastack.tls import TlsFileError, client_context
 from metastack.upstreams import http_upstreams
 
 log = logging.getLogger(__name__)
@@ -130,11 +131,21 @@ class AgentService:
         cache = self.cache
         token = [(b"X-Auth-Token", config.admin_token.encode())] if config.admin_token else []
 
+        try:
+            control_ssl = (
+                client_context(config.control_ca_file, key="agent.control_ca_file")
+                if config.control_ca_file
+                else None
+            )
+        except TlsFileError as exc:
+            raise ConfigError(f"{exc.key}: {exc}") from None
+
         def control_pool(endpoint: Endpoint) -> Pool:
             return Pool(
                 endpoint,
                 connect_timeout=config.upstream_connect_timeout,
                 pool_size=CONTROL_POOL_SIZE,
+                ssl_context=control_ssl,
             )
 
         try:
@@ -144,6 +155,7 @@ class AgentService:
                 what="control API",
                 probe_path=b"/openapi.json",
                 probe_headers=token,
+                ssl_context=control_ssl,
             )
             forwarder = Forwarder(
                 endpoints,

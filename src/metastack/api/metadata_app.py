@@ -14,6 +14,7 @@ import ipaddress
 import logging
 import os
 import socket
+import ssl
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -414,15 +415,24 @@ class MetadataServer:
         self._server: HttpServer | None = None
         self.port = 0
 
-    async def start(self, sock: socket.socket | None = None, backlog: int = 4096) -> None:
-        """Serve `sock` (already bound), or 127.0.0.1 on an ephemeral port (tests)."""
+    async def start(
+        self,
+        sock: socket.socket | None = None,
+        backlog: int = 4096,
+        *,
+        ssl_context: ssl.SSLContext | None = None,
+    ) -> None:
+        """Serve `sock` (already bound), or 127.0.0.1 on an ephemeral port (tests); HTTPS
+        with `ssl_context`."""
         if sock is None:
             sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
             sock.bind(("127.0.0.1", 0))
             sock.setblocking(False)
         await self.service.start()
         try:
-            self._server = await HttpServer.start(self.service, LIMITS, sock, backlog)
+            self._server = await HttpServer.start(
+                self.service, LIMITS, sock, backlog, ssl_context=ssl_context
+            )
         except BaseException:
             await self.service.stop()
             raise

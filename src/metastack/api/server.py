@@ -15,6 +15,7 @@ import logging
 import os
 import shutil
 import socket
+import ssl
 import sys
 import tempfile
 import time
@@ -35,6 +36,7 @@ from metastack.notify import Notifier
 from metastack.runner import RunConfig, Runner
 from metastack.serve import LISTEN_BACKLOG, bind_tcp, start_site
 from metastack.supervisor import Supervisor
+from metastack.tls import TlsFileError, server_context
 
 if TYPE_CHECKING:
     from metastack.store.sql import SqlStore
@@ -78,7 +80,8 @@ def bind_listeners(config: ApiConfig) -> Listeners:
         host, port = parse_hostport(addresses[api])
         listeners[api] = bind_tcp(host, port, config.workers)
         bound = listeners[api][0].getsockname()
-        log.info("%s API listening on %s:%d", api, bound[0], bound[1])
+        scheme = "https" if config.tls_cert_file else "http"
+        log.info("%s API listening on %s:%d (%s)", api, bound[0], bound[1], scheme)
     if config.metrics_listen and config.workers > 1:
         # One worker: its runner binds it. Several: they share it, as the APIs.
         host, port = parse_hostport(config.metrics_listen)
@@ -86,6 +89,21 @@ def bind_listeners(config: ApiConfig) -> Listeners:
         bound = listeners["metrics"][0].getsockname()
         log.info("metrics listening on %s:%d", bound[0], bound[1])
     return listeners
+
+
+def listener_contexts(config: ApiConfig) -> dict[str, ssl.SSLContext]:
+    """The TLS context of each API listener ({} without `tls_cert_file`): the same
+    certificate on both; the metadata API also asks for a client certificate when
+    `tls_client_ca_file` is set. TlsFileError names the option of a file that is unusable."""
+    if not config.tls_cert_file or not config.tls_key_file:
+        return {}
+    cert, key = config.tls_cert_file, config.tls_key_file
+    return {
+        "control": server_context(cert, key, prefix="api."),
+        "metadata": server_context(
+            cert, key, client_ca_file=config.tls_client_ca_file, prefix="api."
+        ),
+    }
 
 
 class ApiWorker:
@@ -110,9 +128,12 @@ class ApiWorker:
             self.config.database_url, scheduling=scheduling_policy(self.config)
         )
         try:
+            contexts = listener_contexts(self.config)
             if "metadata" in self.sockets:
                 metadata = MetadataServer(self.config, store, metrics=self.metrics)
-                await metadata.start(self.sockets["metadata"], LISTEN_BACKLOG)
+                await metadata.start(
+                    self.sockets["metadata"], LISTEN_BACKLOG, ssl_context=contexts.get("metadata")
+                )
                 self._closers.append(metadata.close)
             if "control" in self.sockets:
                 cleanups: list[Callable[[], Awaitable[None]]] = []
@@ -121,6 +142,7 @@ class ApiWorker:
                     self.sockets["control"],
                     cleanups,
                     self.config.shutdown_timeout,
+                    ssl_context=contexts.get("control"),
                 )
                 self._closers.append(lambda grace: cleanups[0]())
         except BaseException:
@@ -217,6 +239,10 @@ def startup_problem(config: ApiConfig) -> str | None:
             "api.metadata_proxy_shared_secret is empty; set the secret the "
             "metadata agents sign with (there is no default)"
         )
+    try:
+        listener_contexts(config)
+    except TlsFileError as exc:
+        return f"{exc.key}: {exc}"
     host, _ = parse_hostport(config.control_listen)
     if "control" in config.enabled_apis and not config.admin_token and not is_loopback(host):
         return (

@@ -14,6 +14,7 @@ import click
 
 from metastack.client.http import DEFAULT_URL, ControlApiError, ControlClient
 from metastack.client.output import Column, print_list, print_object
+from metastack.tls import TlsFileError
 
 _UUID = re.compile(r"^[0-9a-fA-F]{8}-?([0-9a-fA-F]{4}-?){3}[0-9a-fA-F]{12}$")
 
@@ -50,22 +51,34 @@ Body = Callable[..., Awaitable[None]]
 
 
 def api_command(group: click.Group, name: str, help_text: str) -> Callable[[Body], click.Command]:
-    """Register an async command body on `group` with --url, --token and --json options."""
+    """Register an async command body on `group` with --url, --token, --ca-file and --json
+    options."""
 
     def decorate(body: Body) -> click.Command:
         @functools.wraps(body)
-        def run(url: str, token: str | None, as_json: bool, **kwargs: Any) -> None:
+        def run(
+            url: str, token: str | None, ca_file: str | None, as_json: bool, **kwargs: Any
+        ) -> None:
             async def main() -> None:
-                async with ControlClient(url, token) as client:
+                async with ControlClient(url, token, ca_file=ca_file) as client:
                     await body(Cli(client, as_json), **kwargs)
 
             try:
                 asyncio.run(main())
+            except TlsFileError as exc:
+                click.echo(f"metastack: --ca-file: {exc}", err=True)
+                sys.exit(2)
             except ControlApiError as exc:
                 click.echo(f"metastack: {exc}", err=True)
                 sys.exit(1)
 
         run = click.option("--json", "as_json", is_flag=True, help="Print JSON.")(run)
+        run = click.option(
+            "--ca-file",
+            envvar="METASTACK_CA_FILE",
+            default=None,
+            help="PEM CA bundle for an https control API URL [METASTACK_CA_FILE].",
+        )(run)
         run = click.option(
             "--token", envvar="METASTACK_TOKEN", default=None, help="Admin token [METASTACK_TOKEN]."
         )(run)

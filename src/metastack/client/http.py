@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import ssl
 from collections.abc import Mapping, Sequence
 from types import TracebackType
 from typing import Any
@@ -12,6 +13,7 @@ from yarl import URL
 
 from metastack.errors import UpstreamUnavailable
 from metastack.http11.endpoint import Endpoint
+from metastack.tls import client_context
 from metastack.upstreams import HttpProbe, Member, MemberDown, Upstreams, unless_down
 
 DEFAULT_URL = "http://127.0.0.1:8774"
@@ -34,7 +36,8 @@ class ControlClient:
     Several base URLs (the netagent's `control_url` list) are probed and chosen as
     :mod:`metastack.upstreams` says; a call whose URL cannot be reached goes to the next,
     and so does a GET or HEAD cut off unanswered (its URL found down while it waited, as a
-    long-poll on a dead node is).
+    long-poll on a dead node is). https URLs are verified against `ca_file` (a PEM CA
+    bundle; the system CAs without it): TlsFileError if it cannot be read.
     """
 
     def __init__(
@@ -43,8 +46,10 @@ class ControlClient:
         token: str | None = None,
         *,
         timeout: float = 70.0,
+        ca_file: str | None = None,
     ) -> None:
         urls = [base_url] if isinstance(base_url, str) else list(base_url)
+        self._ssl: ssl.SSLContext | None = client_context(ca_file) if ca_file else None
         self._base = URL(urls[0].rstrip("/"))
         self._headers = {TOKEN_HEADER: token} if token else {}
         self._timeout = aiohttp.ClientTimeout(total=timeout)
@@ -56,7 +61,12 @@ class ControlClient:
                 Member(
                     url,
                     URL(url.rstrip("/")),
-                    HttpProbe(Endpoint.from_url(url), b"/openapi.json", headers=probe_headers),
+                    HttpProbe(
+                        Endpoint.from_url(url),
+                        b"/openapi.json",
+                        headers=probe_headers,
+                        ssl_context=self._ssl,
+                    ),
                 )
                 for url in urls
             ]
@@ -95,7 +105,8 @@ class ControlClient:
             elif value is not None:
                 query.extend((key, item) for item in value)
         if self._session is None:
-            self._session = aiohttp.ClientSession(timeout=self._timeout)
+            connector = aiohttp.TCPConnector(ssl=self._ssl) if self._ssl is not None else None
+            self._session = aiohttp.ClientSession(timeout=self._timeout, connector=connector)
         try:
             if self._upstreams is None:
                 return await self._send(self._base, method, path, body, query)

@@ -7,6 +7,7 @@ import collections
 import contextlib
 import logging
 import socket
+import ssl
 from typing import cast
 
 import httptools
@@ -15,6 +16,7 @@ from metastack.http11.message import Handler, Headers, Limits, Request, Response
 
 log = logging.getLogger(__name__)
 
+TLS_HANDSHAKE_TIMEOUT = 10.0  # seconds a client gets to finish the TLS handshake
 _MAX_PIPELINED = 16
 _CONTENT_LENGTH = b"content-length"
 _EXPECT = b"expect"
@@ -379,9 +381,16 @@ class HttpServer:
 
     @classmethod
     async def start(
-        cls, handler: Handler, limits: Limits, sock: socket.socket, backlog: int = 100
+        cls,
+        handler: Handler,
+        limits: Limits,
+        sock: socket.socket,
+        backlog: int = 100,
+        *,
+        ssl_context: ssl.SSLContext | None = None,
     ) -> HttpServer:
-        """Serve an already bound socket (TCP or unix); `backlog` is passed to listen()."""
+        """Serve an already bound socket (TCP or unix; TCP with TLS given `ssl_context`);
+        `backlog` is passed to listen()."""
         connections: set[HttpProtocol] = set()
         loop = asyncio.get_running_loop()
 
@@ -391,7 +400,13 @@ class HttpServer:
         if sock.family == socket.AF_UNIX:
             server = await loop.create_unix_server(factory, sock=sock, backlog=backlog)
         else:
-            server = await loop.create_server(factory, sock=sock, backlog=backlog)
+            server = await loop.create_server(
+                factory,
+                sock=sock,
+                backlog=backlog,
+                ssl=ssl_context,
+                ssl_handshake_timeout=TLS_HANDSHAKE_TIMEOUT if ssl_context else None,
+            )
         return cls(server, connections)
 
     def stop_listening(self) -> list[HttpProtocol]:

@@ -16,6 +16,7 @@ from metastack.metrics import NetagentMetrics, new_registry
 from metastack.netagent.config import NetagentConfig, load_netagent_config
 from metastack.netns.dnsmasq import unsearchable_folder
 from metastack.runner import RunConfig, Runner
+from metastack.tls import ca_file_problem
 
 
 @click.command("netagent")
@@ -81,6 +82,10 @@ def netagent_command(
         config = load_netagent_config(config_path, os.environ, overrides)
     except ConfigError as exc:
         click.echo(f"metastack netagent: {exc}", err=True)
+        sys.exit(2)
+    problem = ca_file_problem("netagent.control_ca_file", config.control_ca_file)
+    if problem is not None:
+        click.echo(f"metastack netagent: {problem}", err=True)
         sys.exit(2)
     setup_logging(config.log_level, config.log_format)
     folder = None if config.dnsmasq_user == "root" else unsearchable_folder(config.state_path)

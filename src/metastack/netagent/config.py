@@ -40,6 +40,11 @@ class NetagentConfig(_Section):
         "http://127.0.0.1:8774",
         description="control API: one base URL or a list (failed over when one stops answering)",
     )
+    control_ca_file: str | None = Field(
+        None,
+        description="PEM CA bundle that verifies an https `control_url` (the system CAs "
+        "without it)",
+    )
     admin_token: str | None = Field(None, repr=False, description="the control API's `admin_token`")
     admin_token_file: str | None = Field(
         None,

@@ -49,7 +49,10 @@ class NetAgent:
         self.metrics = metrics if metrics is not None else NetagentMetrics()
         self.last_pass_ok = False  # readiness: the last reconcile pass succeeded
         self.client = client or ControlClient(
-            config.control_urls(), config.admin_token, timeout=config.feed_wait + 15
+            config.control_urls(),
+            config.admin_token,
+            timeout=config.feed_wait + 15,
+            ca_file=config.control_ca_file,
         )
         self.reconciler = Reconciler(config, proxy)
         self.proxy_process = (
