@@ -1,4 +1,5 @@
-"""Shared fixtures: a migrated database on SQLite (tmp_path) and on PostgreSQL (own schema)."""
+"""Shared fixtures: a migrated database on SQLite (tmp_path) and on PostgreSQL (own schema),
+and an empty PostgreSQL database of a test's own."""
 
 from __future__ import annotations
 
@@ -42,6 +43,22 @@ def postgres_schema_url(postgres_url: str) -> Iterator[str]:
         yield url.render_as_string(hide_password=False)
         with admin.begin() as conn:
             conn.exec_driver_sql(f"DROP SCHEMA IF EXISTS {schema} CASCADE")
+    finally:
+        admin.dispose()
+
+
+@pytest.fixture
+def postgres_database_url(postgres_url: str) -> Iterator[str]:
+    """The URL of a new, empty database `ms_<random>` on the server, dropped afterwards
+    (for what a schema cannot isolate: NOTIFY channels, advisory locks, backends)."""
+    name = f"ms_{secrets.token_hex(6)}"
+    admin = create_engine(postgres_url, isolation_level="AUTOCOMMIT", pool_pre_ping=False)
+    try:
+        with admin.connect() as conn:
+            conn.exec_driver_sql(f"CREATE DATABASE {name}")
+        yield make_url(postgres_url).set(database=name).render_as_string(hide_password=False)
+        with admin.connect() as conn:
+            conn.exec_driver_sql(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
     finally:
         admin.dispose()
 

@@ -17,6 +17,7 @@ import os
 import tomllib
 import types
 from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, Literal, TypeVar, Union, get_args, get_origin
 
@@ -35,6 +36,15 @@ from metastack.errors import ConfigError
 DEFAULT_STATE_PATH = "/var/lib/metastack"
 ApiName = Literal["control", "metadata"]
 VendordataProvider = Literal["StaticJSON", "DynamicJSON"]
+
+
+@dataclass(frozen=True, slots=True)
+class PoolSettings:
+    """A store's connection pool: kept connections, extra ones under load, wait for one."""
+
+    size: int = 10
+    overflow: int = 20
+    timeout: float = 30.0
 
 
 class _Section(BaseModel):
@@ -288,6 +298,24 @@ class ApiConfig(_Section):
     log_format: LogFormatKey = "text"
     event_loop: EventLoopKey = "auto"
     shutdown_timeout: ShutdownTimeout = 5.0
+    change_retention: int = Field(
+        86400,
+        ge=1,
+        description="seconds the change feed keeps a revision; older ones are pruned, and a "
+        "follower asking for one gets 410 and reads everything again",
+    )
+    # oslo.db's names for SQLAlchemy's pool_size, max_overflow and pool_timeout.
+    max_pool_size: int = Field(
+        10, ge=1, description="store connections each worker keeps open (its pool)"
+    )
+    max_overflow: int = Field(
+        20, ge=0, description="connections a worker may open beyond its pool under load"
+    )
+    pool_timeout: float = Field(
+        30.0,
+        gt=0,
+        description="seconds a store call waits for a free connection before it fails (503)",
+    )
     vendordata: VendordataConfig = Field(
         VendordataConfig(), description="vendor data (`[api.vendordata]`)"
     )
@@ -305,6 +333,10 @@ class ApiConfig(_Section):
                 "tls_client_ca_file", "needs tls_cert_file and tls_key_file (TLS listeners)"
             )
         return self
+
+    def pool(self) -> PoolSettings:
+        """The connection pool settings of this API's store."""
+        return PoolSettings(self.max_pool_size, self.max_overflow, self.pool_timeout)
 
     @field_validator("control_listen", "metadata_listen")
     @classmethod

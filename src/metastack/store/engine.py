@@ -8,6 +8,7 @@ from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.pool import StaticPool
 
+from metastack.config import PoolSettings
 from metastack.errors import ConfigError
 
 SQLITE_BUSY_TIMEOUT_MS = 5000
@@ -18,8 +19,9 @@ POSTGRES_LOCK_TIMEOUT_MS = SQLITE_BUSY_TIMEOUT_MS
 WRITE_OPTION = "metastack_write"
 
 
-def create_engine_for(url: str | URL) -> Engine:
-    """A sync engine for `url`: `sqlite:///path` or `postgresql+psycopg://...`.
+def create_engine_for(url: str | URL, pool: PoolSettings | None = None) -> Engine:
+    """A sync engine for `url`: `sqlite:///path` or `postgresql+psycopg://...`, with a
+    connection pool sized by `pool` (the defaults of [api] when not given).
 
     On SQLite every connection gets WAL, a busy timeout and foreign keys, and a transaction
     opened on a connection with execution option `metastack_write=True` starts with
@@ -28,22 +30,31 @@ def create_engine_for(url: str | URL) -> Engine:
     """
     parsed = make_url(url)
     backend = parsed.get_backend_name()
+    pool = pool or PoolSettings()
+    sizes: dict[str, Any] = {
+        "pool_size": pool.size,
+        "max_overflow": pool.overflow,
+        "pool_timeout": pool.timeout,
+    }
     if backend == "sqlite":
-        return _sqlite_engine(parsed)
+        return _sqlite_engine(parsed, sizes)
     if backend == "postgresql":
-        if parsed.get_driver_name() not in ("psycopg", "psycopg2"):
-            parsed = parsed.set(drivername="postgresql+psycopg")
-        return _postgres_engine(parsed)
+        return _postgres_engine(postgres_url(parsed), sizes)
     raise ConfigError(f"database_url: unsupported database {backend!r} (sqlite or postgresql)")
 
 
-def _postgres_engine(url: URL) -> Engine:
+def postgres_url(url: URL) -> URL:
+    """`url` with a PostgreSQL driver SQLAlchemy has (psycopg 3 unless psycopg2 is named)."""
+    if url.get_driver_name() not in ("psycopg", "psycopg2"):
+        return url.set(drivername="postgresql+psycopg")
+    return url
+
+
+def _postgres_engine(url: URL, sizes: dict[str, Any]) -> Engine:
     connect_args: dict[str, Any] = {}
     if "connect_timeout" not in url.query:  # a URL may choose its own
         connect_args["connect_timeout"] = POSTGRES_CONNECT_TIMEOUT_S
-    engine = create_engine(
-        url, pool_pre_ping=True, pool_size=10, max_overflow=20, connect_args=connect_args
-    )
+    engine = create_engine(url, pool_pre_ping=True, connect_args=connect_args, **sizes)
 
     @event.listens_for(engine, "connect")
     def _on_connect(dbapi_connection: Any, _record: Any) -> None:
@@ -57,13 +68,13 @@ def _postgres_engine(url: URL) -> Engine:
     return engine
 
 
-def _sqlite_engine(url: URL) -> Engine:
+def _sqlite_engine(url: URL, sizes: dict[str, Any]) -> Engine:
     memory = url.database in (None, "", ":memory:")
     kwargs: dict[str, Any] = {"connect_args": {"check_same_thread": False}}
     if memory:  # one shared connection, or every thread would see its own empty database
         kwargs["poolclass"] = StaticPool
-    else:  # connections are cheap; enough for every thread of the default executor
-        kwargs.update(pool_size=16, max_overflow=32)
+    else:
+        kwargs.update(sizes)
     engine = create_engine(url, **kwargs)
 
     @event.listens_for(engine, "connect")
