@@ -7,6 +7,7 @@ MetastackError
 ├── NotFound               unknown object (-> 404)
 ├── Conflict               duplicate id / IP, password already set (-> 409)
 ├── InvalidInput           bad request data (-> 400)
+├── ChangesPruned          the change feed no longer keeps the revisions asked for (-> 410)
 └── UpstreamUnavailable    an HTTP peer is down or slow (-> 503)
 """
 
@@ -43,3 +44,16 @@ class InvalidInput(MetastackError):
 
 class UpstreamUnavailable(MetastackError):
     """An upstream HTTP service is unreachable or timed out."""
+
+
+class ChangesPruned(MetastackError):
+    """The changes after `since` start past it: the ones in between were pruned (-> 410)."""
+
+    def __init__(self, since: int, oldest_revision: int, revision: int) -> None:
+        super().__init__(
+            f"since: revision {since + 1} is no longer kept (the oldest kept is "
+            f"{oldest_revision}); read everything again and follow from revision {revision}"
+        )
+        self.since = since
+        self.oldest_revision = oldest_revision
+        self.revision = revision

@@ -1,35 +1,30 @@
-"""Per-instance document cache, invalidated by the store's change feed.
+"""Per-instance document cache, kept true by the store's change feed.
 
 Rendered documents are kept per instance (bounded, LRU) and dropped as soon as the
 change feed reports a change to the instance, one of its ports, or any network
-object. A *watcher* tells the request path cheaply whether the store moved on:
-
-- SQLite: ``PRAGMA data_version`` on a private connection changes whenever another
-  connection commits; checking it costs microseconds, so every request checks it and
-  an update is visible on the very next request, from any process on the host.
-- Other databases: a background task polls the store's revision (``poll_interval``),
-  so an update is visible within that interval on every API node.
+object. Every request first asks the worker's revision watcher for the store's current
+revision (SQLite: `PRAGMA data_version`, microseconds; PostgreSQL: one prepared query on
+the watcher's own connection, shared by the requests that arrive while it runs) and
+catches up to it before answering: a request that starts after an update was
+acknowledged, by any worker on any node, never gets the old document. Pushes (NOTIFY)
+and polls make the cache catch up in the background too, so requests rarely wait.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
-import sqlite3
 import time
 from collections import OrderedDict
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Protocol
-
-from sqlalchemy.engine import make_url
 
 from metastack.errors import StoreError
 from metastack.heap import freeze_heap
 from metastack.metadata import Documents
 from metastack.metadata.model import Instance
 from metastack.store.base import Change, MetadataStore
+from metastack.store.watch import RevisionWatcher
 from metastack.tasks import cancel_and_wait
 
 log = logging.getLogger(__name__)
@@ -38,101 +33,6 @@ WARM_INTERVAL = 0.2  # seconds between looks for instances to pre-render
 
 # Change resources whose effect on documents cannot be narrowed to one instance.
 _GLOBAL_RESOURCES = frozenset({"network", "subnet", "router", "project"})
-
-
-class Watcher(Protocol):
-    """Says whether the store may have changed since the last :meth:`mark_seen`."""
-
-    def maybe_changed(self) -> bool: ...
-
-    def mark_seen(self) -> None: ...
-
-    async def start(self, on_change: Callable[[], Awaitable[None]]) -> None: ...
-
-    async def stop(self) -> None: ...
-
-
-class SqliteWatcher:
-    """Per-request ``PRAGMA data_version`` check on a private read connection."""
-
-    def __init__(self, path: str) -> None:
-        self._conn = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
-        self._seen = self._read()
-
-    def _read(self) -> int:
-        row = self._conn.execute("PRAGMA data_version").fetchone()
-        return int(row[0])
-
-    def maybe_changed(self) -> bool:
-        try:
-            return self._read() != self._seen
-        except sqlite3.Error:
-            return True  # cannot tell: treat as changed, the catch-up will report the error
-
-    def mark_seen(self) -> None:
-        with contextlib.suppress(sqlite3.Error):
-            self._seen = self._read()
-
-    async def start(self, on_change: Callable[[], Awaitable[None]]) -> None:
-        return None
-
-    async def stop(self) -> None:
-        self._conn.close()
-
-
-class PollingWatcher:
-    """Polls the store's revision in the background; for client/server databases."""
-
-    def __init__(self, store: MetadataStore, interval: float) -> None:
-        self._store = store
-        self._interval = interval
-        self._dirty = False
-        self._task: asyncio.Task[None] | None = None
-
-    def maybe_changed(self) -> bool:
-        return self._dirty
-
-    def mark_seen(self) -> None:
-        self._dirty = False
-
-    async def start(self, on_change: Callable[[], Awaitable[None]]) -> None:
-        self._task = asyncio.create_task(self._poll(on_change))
-
-    async def _poll(self, on_change: Callable[[], Awaitable[None]]) -> None:
-        last: int | None = None
-        while True:
-            try:
-                revision = await asyncio.to_thread(self._store.current_revision)
-            except StoreError as exc:
-                log.warning("revision poll failed: %s", exc)
-            else:
-                if revision != last:  # the first poll too: changes may predate it
-                    self._dirty = True
-                    try:
-                        await on_change()
-                    except StoreError as exc:  # `last` stays behind: the next poll retries
-                        log.warning("reading the change feed failed: %s", exc)
-                        await asyncio.sleep(self._interval)
-                        continue
-                last = revision
-            await asyncio.sleep(self._interval)
-
-    async def stop(self) -> None:
-        await cancel_and_wait(self._task)
-
-
-def sqlite_watcher(database_url: str) -> SqliteWatcher | None:
-    """A data_version watcher when the URL names a SQLite file, else None."""
-    url = make_url(database_url)
-    if url.get_backend_name() == "sqlite" and url.database not in (None, "", ":memory:"):
-        return SqliteWatcher(str(url.database))
-    return None
-
-
-def make_watcher(database_url: str, store: MetadataStore, poll_interval: float) -> Watcher:
-    """Pick the watcher for a database URL: data_version for SQLite files, polling otherwise."""
-    found = sqlite_watcher(database_url)
-    return found if found is not None else PollingWatcher(store, poll_interval)
 
 
 @dataclass(slots=True)
@@ -149,7 +49,7 @@ class DocumentCache:
         self,
         store: MetadataStore,
         build: Callable[[Instance], Documents],
-        watcher: Watcher,
+        watcher: RevisionWatcher,
         *,
         max_entries: int,
         max_age: float,
@@ -174,23 +74,21 @@ class DocumentCache:
         self.misses = 0
 
     async def start(self) -> None:
-        """Learn the current revision and start the watcher; a store that is down at start
+        """Learn the current revision and follow the watcher; a store that is down at start
         only delays that to the first request after it comes back."""
         self._catching_up = asyncio.Lock()
         try:
-            self._revision = await asyncio.to_thread(self._store.current_revision)
+            self._revision = await self._watcher.current()
             self._baseline = True
         except StoreError as exc:
             log.warning("store unavailable at start (%s); requests retry it", exc)
             self._behind = True
-        self._watcher.mark_seen()
-        await self._watcher.start(self.catch_up)
+        self._watcher.subscribe(self.catch_up)
         if self._prewarm and self._max_age > 0:
             self._warmer = asyncio.create_task(self._warm_loop())
 
     async def stop(self) -> None:
         await cancel_and_wait(self._warmer)
-        await self._watcher.stop()
 
     async def _warm_loop(self) -> None:
         """Render instances the feed says were created or changed, before their guests ask.
@@ -201,7 +99,7 @@ class DocumentCache:
         while True:
             await asyncio.sleep(WARM_INTERVAL)
             try:
-                if self._behind or self._watcher.maybe_changed():
+                if self._behind:
                     await self.catch_up()
                 warmed = 0
                 while self._to_warm:
@@ -215,9 +113,11 @@ class DocumentCache:
                 log.warning("pre-rendering paused: %s", exc)
 
     async def get(self, uuid: str) -> Entry | None:
-        """The cached entry of an instance, loading and rendering it on a miss."""
-        if self._behind or self._watcher.maybe_changed():
-            await self.catch_up()
+        """The cached entry of an instance, current as of the store's revision when the
+        call began; loading and rendering it on a miss."""
+        revision = await self._watcher.current()
+        if self._behind or revision > self._revision:
+            await self.catch_up(revision)
         entry = self._entries.get(uuid)
         if entry is not None and (self._clock() - entry.loaded_at) < self._max_age:
             self._entries.move_to_end(uuid)
@@ -242,22 +142,29 @@ class DocumentCache:
     def evict(self, uuid: str) -> None:
         self._entries.pop(uuid, None)
 
-    async def catch_up(self) -> None:
-        """Read the changes since the last seen revision and drop what they touch."""
+    async def catch_up(self, target: int | None = None) -> None:
+        """Read the changes up to revision `target` (the current one when not given) and
+        drop what they touch; drop everything if the changes after ours were pruned."""
         assert self._catching_up is not None, "DocumentCache.start() was not awaited"
         async with self._catching_up:
-            self._watcher.mark_seen()
-            self._behind = True  # until the feed has been read to its end
+            if target is None:
+                target = await self._watcher.current()
+            if not self._behind and target <= self._revision:
+                return  # another caller caught up while we waited for the lock
+            self._behind = True  # until the feed has been read up to the target
             if not self._baseline:
-                self._revision = await asyncio.to_thread(self._store.current_revision)
                 self._entries.clear()
+                self._revision = target
                 self._baseline = True
-            while True:
+            while self._revision < target:
                 changes = await asyncio.to_thread(self._store.changes_since, self._revision)
-                if not changes:
-                    self._behind = False
-                    return
+                if not changes or changes[0].revision != self._revision + 1:
+                    # Pruned past our revision: what changed in between is unknown.
+                    self._entries.clear()
+                    self._revision = changes[0].revision - 1 if changes else target
+                    continue
                 self.apply(changes)
+            self._behind = False
 
     def apply(self, changes: list[Change]) -> None:
         """Drop the entries a batch of changes touches and advance the revision."""

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from urllib.parse import unquote_to_bytes, urlsplit
 
 from metastack import identity
-from metastack.api.cache import DocumentCache, Watcher, make_watcher
+from metastack.api.cache import DocumentCache
 from metastack.api.errorpage import error_page
 from metastack.api.vendordata import DynamicVendordata, load_static
 from metastack.config import ApiConfig
@@ -41,6 +41,7 @@ from metastack.metadata import (
 from metastack.metadata.model import Instance
 from metastack.metrics import MetadataMetrics
 from metastack.store.base import MetadataStore
+from metastack.store.watch import RevisionWatcher, watcher_for
 
 log = logging.getLogger(__name__)
 
@@ -267,11 +268,14 @@ class MetadataService:
         store: MetadataStore,
         *,
         today: Callable[[], datetime.date] = lambda: datetime.datetime.now(datetime.UTC).date(),
-        watcher: Watcher | None = None,
+        watcher: RevisionWatcher | None = None,
         metrics: MetadataMetrics | None = None,
     ) -> None:
         self.metrics = metrics if metrics is not None else MetadataMetrics()
         self._store = store
+        # A watcher handed in is its owner's to start and close (a worker shares one).
+        self._own_watcher = watcher is None
+        self.watcher = watcher or watcher_for(store)
         self._static_vendordata = load_static(config.vendordata)
         self._dynamic = DynamicVendordata(config.vendordata)
         self._config = config
@@ -284,7 +288,7 @@ class MetadataService:
         self.cache = DocumentCache(
             store,
             self._build,
-            watcher or make_watcher(config.database_url, store, poll_interval=0.05),
+            self.watcher,
             max_entries=config.metadata_cache_size,
             max_age=float(config.metadata_cache_expiration),
             prewarm=config.metadata_cache_prewarm,
@@ -301,12 +305,16 @@ class MetadataService:
 
     async def start(self) -> None:
         """Start the document cache (and its watcher) and the vendor data client."""
+        if self._own_watcher:
+            await self.watcher.start()
         await self.cache.start()
         await self._dynamic.start()
 
     async def stop(self) -> None:
         await self._dynamic.stop()
         await self.cache.stop()
+        if self._own_watcher:
+            await self.watcher.close()
 
     async def __call__(self, request: Request, peer: str) -> Response:
         """The HTTP server's handler: :meth:`handle` on the request as the API reads it,
@@ -408,7 +416,7 @@ class MetadataServer:
         config: ApiConfig,
         store: MetadataStore,
         *,
-        watcher: Watcher | None = None,
+        watcher: RevisionWatcher | None = None,
         metrics: MetadataMetrics | None = None,
     ) -> None:
         self.service = MetadataService(config, store, watcher=watcher, metrics=metrics)

@@ -36,10 +36,12 @@ from metastack.notify import Notifier
 from metastack.runner import RunConfig, Runner
 from metastack.serve import LISTEN_BACKLOG, bind_tcp, start_site
 from metastack.supervisor import Supervisor
+from metastack.tasks import cancel_and_wait
 from metastack.tls import TlsFileError, server_context
 
 if TYPE_CHECKING:
     from metastack.store.sql import SqlStore
+    from metastack.store.watch import RevisionWatcher
 
 log = logging.getLogger("metastack.api")
 
@@ -116,21 +118,32 @@ class ApiWorker:
         self.sockets = sockets
         self.metrics = metrics
         self.store: SqlStore | None = None
+        self.watcher: RevisionWatcher | None = None
+        self._pruner: asyncio.Task[None] | None = None
         self._closers: list[Callable[[float], Awaitable[None]]] = []
 
     async def start(self) -> None:
+        """Open the store and its revision watcher (one per worker, shared by the metadata
+        cache and the change feed), prune the feed now and then, start the APIs."""
         from metastack.api.control import make_control_app
         from metastack.api.control.agents import scheduling_policy
         from metastack.api.metadata_app import MetadataServer
+        from metastack.api.retention import prune_forever
         from metastack.store.sql import SqlStore
+        from metastack.store.watch import watcher_for
 
         store = self.store = SqlStore(
-            self.config.database_url, scheduling=scheduling_policy(self.config)
+            self.config.database_url,
+            scheduling=scheduling_policy(self.config),
+            pool=self.config.pool(),
         )
+        watcher = self.watcher = watcher_for(store)
         try:
             contexts = listener_contexts(self.config)
+            await watcher.start()
+            self._pruner = asyncio.create_task(prune_forever(store, self.config.change_retention))
             if "metadata" in self.sockets:
-                metadata = MetadataServer(self.config, store, metrics=self.metrics)
+                metadata = MetadataServer(self.config, store, watcher=watcher, metrics=self.metrics)
                 await metadata.start(
                     self.sockets["metadata"], LISTEN_BACKLOG, ssl_context=contexts.get("metadata")
                 )
@@ -138,7 +151,7 @@ class ApiWorker:
             if "control" in self.sockets:
                 cleanups: list[Callable[[], Awaitable[None]]] = []
                 await start_site(
-                    make_control_app(self.config, store),
+                    make_control_app(self.config, store, watcher=watcher),
                     self.sockets["control"],
                     cleanups,
                     self.config.shutdown_timeout,
@@ -164,6 +177,10 @@ class ApiWorker:
         """Both APIs stop accepting at once and drain together."""
         closers, self._closers = self._closers, []
         await asyncio.gather(*(close(timeout) for close in closers))
+        await cancel_and_wait(self._pruner)
+        if self.watcher is not None:
+            await self.watcher.close()
+            self.watcher = None
         if self.store is not None:
             self.store.close()
             self.store = None

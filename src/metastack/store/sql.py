@@ -3,16 +3,17 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import TypeVar
 
 from sqlalchemy import Engine, select
 from sqlalchemy.engine import URL
 from sqlalchemy.orm import Session
 
+from metastack.config import PoolSettings
 from metastack.errors import Conflict
 from metastack.metadata.model import Instance
-from metastack.store import agents, instances, ports, routers, snapshot, topology
+from metastack.store import agents, feed, instances, ports, routers, snapshot, topology
 from metastack.store.base import Change
 from metastack.store.engine import WRITE_OPTION, create_engine_for
 from metastack.store.fields import canonical_ip
@@ -20,7 +21,6 @@ from metastack.store.ports import ROUTER_INTERFACE, PortFilter
 from metastack.store.rows import get_row
 from metastack.store.scheduling import SchedulingPolicy
 from metastack.store.schema import (
-    ChangeRow,
     FixedIpRow,
     InstanceRow,
     NetworkRow,
@@ -61,27 +61,6 @@ from metastack.store.views import (
 T = TypeVar("T")
 
 
-def _changes(session: Session, revision: int, limit: int) -> list[Change]:
-    query = (
-        select(ChangeRow)
-        .where(ChangeRow.revision > revision)
-        .order_by(ChangeRow.revision)
-        .limit(limit)
-    )
-    return [
-        Change(
-            row.revision,
-            row.resource,  # type: ignore[arg-type]
-            row.resource_id,
-            row.action,  # type: ignore[arg-type]
-            row.project_id,
-            row.network_id,
-            row.instance_id,
-        )
-        for row in session.scalars(query)
-    ]
-
-
 class SqlStore:
     """The store on SQLite or PostgreSQL. Sync: call it from a thread pool.
 
@@ -96,9 +75,11 @@ class SqlStore:
         *,
         engine: Engine | None = None,
         scheduling: SchedulingPolicy | None = None,
+        pool: PoolSettings | None = None,
     ) -> None:
-        self.engine = engine or create_engine_for(url)
-        self._repeatable_reads = self.engine.dialect.name == "postgresql"
+        self.engine = engine or create_engine_for(url, pool)
+        self.postgres = self.engine.dialect.name == "postgresql"
+        self._repeatable_reads = self.postgres
         self.scheduling = scheduling or SchedulingPolicy()
 
     def close(self) -> None:
@@ -115,7 +96,11 @@ class SqlStore:
         with translated_errors(), self.engine.connect() as conn:
             conn.execution_options(**{WRITE_OPTION: True})
             with Session(bind=conn, expire_on_commit=False) as session, session.begin():
-                return work(Tx(session))
+                tx = Tx(session)
+                result = work(tx)
+                if tx.changes and self.postgres:  # delivered to listeners on commit only
+                    session.execute(feed.NOTIFY, {"revision": str(tx.changes[-1].revision)})
+                return result
 
     # The metadata API's side (MetadataStore)
 
@@ -149,18 +134,29 @@ class SqlStore:
             return conn.execute(query).scalar() or 0
 
     def changes_since(self, revision: int, limit: int = 1000) -> list[Change]:
-        """Changes with a revision greater than `revision`, oldest first, at most `limit`."""
-        return self._read(lambda s: _changes(s, revision, limit))
+        """Changes with a revision greater than `revision`, oldest first, at most `limit`
+        (pruned ones are missing: the first may be past `revision + 1`)."""
+        return self._read(lambda s: feed.changes_after(s, revision, limit))
 
     def changes_page(self, revision: int, limit: int = 1000) -> tuple[int, list[Change]]:
-        """The current revision and the changes after `revision`, read in one snapshot."""
+        """The current revision and the changes after `revision`, read in one snapshot;
+        ChangesPruned when the change after `revision` is no longer kept."""
+        found = self._read(lambda s: feed.page(s, revision, limit))
+        return found.revision, found.changes
 
-        def work(session: Session) -> tuple[int, list[Change]]:
-            current = session.scalar(select(RevisionCounter.value).where(RevisionCounter.id == 1))
-            current = current or 0
-            return current, _changes(session, revision, limit) if current > revision else []
-
-        return self._read(work)
+    def prune_changes(self, older_than: float) -> int:
+        """Drop the changes recorded more than `older_than` seconds ago; how many went.
+        Safe to run in every process at once (one prunes, the others skip or find none)."""
+        before = utcnow() - timedelta(seconds=older_than)
+        pruned = 0
+        while True:
+            with translated_errors(), self.engine.connect() as conn:
+                conn.execution_options(**{WRITE_OPTION: True})
+                with Session(bind=conn) as session, session.begin():
+                    batch = feed.prune(session, before)
+            pruned += batch
+            if batch < feed.PRUNE_BATCH:
+                return pruned
 
     # Projects
 

@@ -8,7 +8,6 @@ from typing import Any
 import aiohttp
 import pytest
 
-from metastack.api.cache import PollingWatcher
 from metastack.api.metadata_app import MetadataServer
 from metastack.config import ApiConfig
 from support.metadata_fakes import SECRET, FakeStore
@@ -35,7 +34,7 @@ async def metadata_api(store: FakeStore) -> AsyncIterator[ServerFactory]:
         }
         fields.update(config_fields)
         config = ApiConfig.model_validate(fields)
-        server = MetadataServer(config, store, watcher=PollingWatcher(store, 0.01))
+        server = MetadataServer(config, store)
         await server.start()
         servers.append(server)
         port = server.port

@@ -10,13 +10,11 @@ from typing import Any
 
 from aiohttp import web
 
-from metastack.api.cache import sqlite_watcher
 from metastack.api.control.agents import monitor_agents
 from metastack.api.control.context import CONTEXT, Context, Handler, error_response
 from metastack.api.control.lane import WriteLane, read_pool
 from metastack.api.control.openapi import openapi_document
 from metastack.api.control.routes import ROUTES
-from metastack.api.control.watcher import DEFAULT_POLL_INTERVAL, RevisionWatcher
 from metastack.config import ApiConfig
 from metastack.errors import (
     Conflict,
@@ -27,6 +25,7 @@ from metastack.errors import (
     UpstreamUnavailable,
 )
 from metastack.store.sql import SqlStore
+from metastack.store.watch import DEFAULT_POLL_INTERVAL, RevisionWatcher, watcher_for
 from metastack.tasks import cancel_and_wait
 
 log = logging.getLogger(__name__)
@@ -93,30 +92,23 @@ def require_token(token: str | None) -> Any:
 
 
 def make_control_app(
-    config: ApiConfig, store: SqlStore, *, poll_interval: float = DEFAULT_POLL_INTERVAL
+    config: ApiConfig,
+    store: SqlStore,
+    *,
+    watcher: RevisionWatcher | None = None,
+    poll_interval: float = DEFAULT_POLL_INTERVAL,
 ) -> web.Application:
-    """The control API on `store`; the change feed polls the revision every `poll_interval`."""
+    """The control API on `store`. Its change feed waits on `watcher` (the worker's, which
+    its owner starts and closes), or on one of its own that polls every `poll_interval`
+    when no push arrives."""
     app = web.Application(
         client_max_size=MAX_BODY_BYTES,
         middlewares=[last_resort, map_errors, require_token(config.admin_token)],
     )
 
     readers = read_pool()
-    # On SQLite, PRAGMA data_version says in microseconds whether anyone committed since
-    # the last poll: the revision is read (on a reader thread) only when someone did.
-    sqlite = sqlite_watcher(config.database_url)
-    known: int | None = None
-
-    async def read_revision() -> int:
-        nonlocal known
-        if sqlite is not None:
-            if known is not None and not sqlite.maybe_changed():
-                return known
-            sqlite.mark_seen()  # before the read: a commit after it shows next time
-        known = await asyncio.get_running_loop().run_in_executor(readers, store.current_revision)
-        return known
-
-    watcher = RevisionWatcher(read_revision, poll_interval)
+    own_watcher = watcher is None
+    watcher = watcher or watcher_for(store, poll_interval)
     context = Context(config, store, watcher, readers, WriteLane())
     app[CONTEXT] = context
     for route in ROUTES:
@@ -133,17 +125,21 @@ def make_control_app(
     async def start_monitor(app: web.Application) -> None:
         monitor.append(asyncio.get_running_loop().create_task(monitor_agents(context)))
 
+    async def start_watcher(app: web.Application) -> None:
+        await watcher.start()
+
     async def stop_threads(app: web.Application) -> None:
         await cancel_and_wait(*monitor)
-        await watcher.close()
-        if sqlite is not None:
-            await sqlite.stop()
+        if own_watcher:
+            await watcher.close()
         context.lane.close()
         readers.shutdown(wait=False, cancel_futures=True)
 
     async def release_waiters(app: web.Application) -> None:
         watcher.release()
 
+    if own_watcher:
+        app.on_startup.append(start_watcher)
     app.on_startup.append(start_monitor)
     app.on_shutdown.append(release_waiters)
     app.on_cleanup.append(stop_threads)

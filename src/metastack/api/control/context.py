@@ -20,10 +20,10 @@ from pydantic import BaseModel, ValidationError
 from pydantic_core import ErrorDetails
 
 from metastack.api.control.lane import WriteLane
-from metastack.api.control.watcher import RevisionWatcher
 from metastack.config import ApiConfig
 from metastack.errors import InvalidInput
 from metastack.store.sql import SqlStore
+from metastack.store.watch import RevisionWatcher
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 M = TypeVar("M", bound=BaseModel)
@@ -50,7 +50,7 @@ class Context:
         return await loop.run_in_executor(self.readers, functools.partial(work, *args))
 
     async def write(self, work: Callable[..., T], *args: Any) -> T:
-        """Run a store write in the write lane, then let the change feed poller look at once."""
+        """Run a store write in the write lane, then let the watcher look at once."""
         try:
             return await self.lane.run(work, *args)
         finally:

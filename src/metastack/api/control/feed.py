@@ -8,7 +8,7 @@ from aiohttp import web
 
 from metastack.api.control.context import CONTEXT, respond
 from metastack.api.control.table import Param, Query, check_query
-from metastack.errors import InvalidInput
+from metastack.errors import ChangesPruned, InvalidInput
 from metastack.store import views
 
 MAX_WAIT_SECONDS = 60.0
@@ -67,15 +67,18 @@ async def changes(request: web.Request) -> web.StreamResponse:
     since = _integer(query, "since", 0, 0, MAX_REVISION)
     wait = _number(query, "wait", 0.0, 0.0, MAX_WAIT_SECONDS)
     limit = _integer(query, "limit", 1000, 1, MAX_LIMIT)
-    revision, found = await context.call(context.store.changes_page, since, limit)
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + wait
-    while not found and revision == since and loop.time() < deadline:
-        if not await context.watcher.wait_beyond(since, deadline - loop.time()):
-            break
+    try:
         revision, found = await context.call(context.store.changes_page, since, limit)
-        if not found and revision == since:
-            await asyncio.sleep(0.05)  # the poller's view was ahead of ours; don't spin
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + wait
+        while not found and revision == since and loop.time() < deadline:
+            if not await context.watcher.wait_beyond(since, deadline - loop.time()):
+                break
+            revision, found = await context.call(context.store.changes_page, since, limit)
+            if not found and revision == since:
+                await asyncio.sleep(0.05)  # the watcher's view was ahead of ours; don't spin
+    except ChangesPruned as exc:
+        return pruned(exc)
     return respond(
         views.ChangesView(
             revision=revision,
@@ -84,3 +87,13 @@ async def changes(request: web.Request) -> web.StreamResponse:
             ],
         )
     )
+
+
+def pruned(exc: ChangesPruned) -> web.Response:
+    """410: the follower must read everything again and follow from `revision`."""
+    body = {
+        "error": str(exc),
+        "oldest_revision": exc.oldest_revision,
+        "revision": exc.revision,
+    }
+    return respond(body, 410)

@@ -21,6 +21,9 @@ _DESCRIPTIONS = {
     401: "X-Auth-Token missing or wrong (when an admin token is configured)",
     404: "No such object",
     409: "Conflicts with existing objects (duplicate id, IP, MAC; still in use)",
+    410: "The changes after `since` were pruned (`change_retention`): the body also holds "
+    "`oldest_revision` (the oldest kept) and `revision` (the current one); read everything "
+    "again and follow from `revision`",
     413: "Request body too large",
     503: "The database is unavailable",
 }

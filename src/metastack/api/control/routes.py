@@ -414,7 +414,7 @@ def _routes() -> tuple[Route, ...]:
             "changes",
             response=views.ChangesView,
             query=FEED_PARAMS,
-            errors=(400,),
+            errors=(400, 410),
         ),
         *AGENT_ROUTES,
     ]
