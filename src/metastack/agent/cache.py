@@ -21,6 +21,10 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Generic, TypeVar
 
+from metastack.client.feed import Change
+
+__all__ = ["Change", "Identity", "LookupCache", "PortKey", "subjects_of"]
+
 Subject = tuple[str, str]  # (kind, id): ("network", N), ("instance", I), ...
 V = TypeVar("V")
 
@@ -34,18 +38,6 @@ class Identity:
 
     instance_id: str
     project_id: str
-
-
-@dataclass(frozen=True, slots=True)
-class Change:
-    """One change-feed entry, as far as invalidation needs it."""
-
-    revision: int
-    resource: str
-    resource_id: str
-    network_id: str = ""
-    instance_id: str = ""
-    project_id: str = ""
 
 
 @dataclass(slots=True)

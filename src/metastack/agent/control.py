@@ -3,14 +3,15 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import quote
 
-from metastack.agent.cache import Change
-from metastack.errors import UpstreamUnavailable
+from metastack.client.feed import ChangePage, parse_changes, parse_pruned
+from metastack.errors import ChangesPruned, UpstreamUnavailable
 from metastack.http11 import (
     ClientResponse,
     ConnectFailed,
@@ -22,6 +23,8 @@ from metastack.http11 import (
     encode_request,
 )
 from metastack.upstreams import Member, Upstreams, close_http_upstreams
+
+__all__ = ["ChangePage", "ControlClient", "Port", "Router", "parse_port", "parse_router"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -43,14 +46,6 @@ class Router:
     id: str
     networks: tuple[str, ...]
     interface_ports: tuple[str, ...]
-
-
-@dataclass(frozen=True, slots=True)
-class ChangePage:
-    """One answer of the change feed: the current revision and changes after `since`."""
-
-    revision: int
-    changes: tuple[Change, ...]
 
 
 def _text(item: dict[str, Any], key: str) -> str:
@@ -79,22 +74,6 @@ def parse_router(item: dict[str, Any]) -> Router:
     networks = sorted({_text(i, "network_id") for i in interfaces} - {""})
     ports = sorted({_text(i, "port_id") for i in interfaces} - {""})
     return Router(_text(item, "id"), tuple(networks), tuple(ports))
-
-
-def parse_changes(document: dict[str, Any]) -> ChangePage:
-    """A page of `GET /v1/changes`."""
-    changes = tuple(
-        Change(
-            revision=int(item["revision"]),
-            resource=_text(item, "resource"),
-            resource_id=_text(item, "resource_id"),
-            network_id=_text(item, "network_id"),
-            instance_id=_text(item, "instance_id"),
-            project_id=_text(item, "project_id"),
-        )
-        for item in document.get("changes") or []
-    )
-    return ChangePage(int(document["revision"]), changes)
 
 
 class _Missing(UpstreamUnavailable):
@@ -128,9 +107,12 @@ class ControlClient:
         """Start probing the control API URLs (with two or more)."""
         self.upstreams.start()
 
-    async def _get(self, target: str, deadline: float, *, load: int = 1) -> dict[str, Any]:
+    async def _get(
+        self, target: str, deadline: float, *, load: int = 1, since: int | None = None
+    ) -> dict[str, Any]:
         """GET `target` from the URL with the fewest requests outstanding (a long-poll adds
-        no `load`: it waits, it does not work) and the next ones as needed."""
+        no `load`: it waits, it does not work) and the next ones as needed; for the change
+        feed after `since`, ChangesPruned on 410."""
         loop = asyncio.get_running_loop()
         path = target.encode("ascii")
         tried: list[Member[Pool]] = []
@@ -153,6 +135,8 @@ class ControlClient:
                 continue
             finally:
                 member.outstanding -= load
+            if since is not None and response.status == 410:
+                raise parse_pruned(since, _json(response, target))
             return _document(response, target)
         raise UpstreamUnavailable(f"control API: no URL reachable for {target}: {last_error!r}")
 
@@ -184,10 +168,12 @@ class ControlClient:
             return None
         return parse_router(document)
 
-    async def changes(self, since: int, wait: int, timeout: float) -> ChangePage:
-        """Changes after revision `since`, long-polling up to `wait` seconds."""
+    async def changes(self, since: int, wait: float, timeout: float) -> ChangePage:
+        """Changes after revision `since`, long-polling up to `wait` seconds; ChangesPruned
+        (410) when they are no longer kept."""
         deadline = asyncio.get_running_loop().time() + timeout
-        document = await self._get(f"/v1/changes?since={since}&wait={wait}", deadline, load=0)
+        target = f"/v1/changes?since={since}&wait={wait:g}"
+        document = await self._get(target, deadline, load=0, since=since)
         try:
             return parse_changes(document)
         except (KeyError, TypeError, ValueError) as exc:
@@ -197,7 +183,8 @@ class ControlClient:
         """One cheap authenticated read (the change feed's first entry); raises
         UpstreamUnavailable when the control API does not answer it."""
         deadline = asyncio.get_running_loop().time() + timeout
-        await self._get("/v1/changes?since=0&wait=0&limit=1", deadline)
+        with contextlib.suppress(ChangesPruned):  # an answer too: revision 1 was pruned
+            await self._get("/v1/changes?since=0&wait=0&limit=1", deadline, since=0)
 
     async def close(self) -> None:
         """Stop probing; close the connections."""
@@ -210,6 +197,11 @@ def _document(response: ClientResponse, target: str) -> dict[str, Any]:
         raise _Missing(f"control API: {target} not found")
     if response.status != 200:
         raise UpstreamUnavailable(f"control API answered {response.status} for {target}")
+    return _json(response, target)
+
+
+def _json(response: ClientResponse, target: str) -> dict[str, Any]:
+    """The JSON object of an answer; UpstreamUnavailable if it is not one."""
     try:
         document = json.loads(response.body)
     except ValueError as exc:

@@ -202,9 +202,10 @@ class AgentService:
             control.start()
             stack.push_async_callback(prefetcher.close)
             if cache.enabled:
-                feed = asyncio.create_task(
-                    follow_changes(control, cache, config.feed_wait, on_changes=prefetcher.note)
+                follower = follow_changes(
+                    control, cache, config.feed_wait, on_changes=prefetcher.note
                 )
+                feed = asyncio.create_task(follower.run())
                 stack.push_async_callback(cancel_and_wait, feed)
                 prefetcher.start()
         finally:  # closed first: requests in flight finish with the feed still followed

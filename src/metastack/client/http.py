@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import ssl
 from collections.abc import Mapping, Sequence
@@ -11,6 +12,7 @@ from typing import Any
 import aiohttp
 from yarl import URL
 
+from metastack.client.feed import ChangePage, parse_changes, parse_pruned
 from metastack.errors import UpstreamUnavailable
 from metastack.http11.endpoint import Endpoint
 from metastack.tls import client_context
@@ -24,10 +26,11 @@ Params = Mapping[str, str | Sequence[str] | None]
 class ControlApiError(Exception):
     """The control API answered an error (status > 0) or could not be reached (status 0)."""
 
-    def __init__(self, status: int, message: str) -> None:
+    def __init__(self, status: int, message: str, document: Any = None) -> None:
         super().__init__(f"{status} {message}" if status else message)
         self.status = status
         self.message = message
+        self.document = document  # the decoded JSON error body, when there was one
 
 
 class ControlClient:
@@ -154,7 +157,9 @@ class ControlClient:
         async with self._session.request(method, url, json=body, headers=self._headers) as response:
             text = await response.text()
             if response.status >= 400:
-                raise ControlApiError(response.status, _error_message(response, text))
+                raise ControlApiError(
+                    response.status, _error_message(response, text), _document(text)
+                )
             return await response.json() if text else None
 
     async def create(self, plural: str, body: Mapping[str, Any]) -> dict[str, Any]:
@@ -187,6 +192,34 @@ class ControlClient:
         params = {"since": str(since), "wait": str(wait), "limit": str(limit)}
         answer: dict[str, Any] = await self.request("GET", "v1/changes", params=params)
         return answer
+
+
+class FeedOf:
+    """A `FeedSource` over a ControlClient (or anything with its `changes`)."""
+
+    def __init__(self, client: Any) -> None:
+        self._client = client
+
+    async def changes(self, since: int, wait: float, timeout: float) -> ChangePage:
+        """One page; ChangesPruned on 410, UpstreamUnavailable on any other failure."""
+        try:
+            answer = await asyncio.wait_for(self._client.changes(since, wait), timeout)
+            return parse_changes(answer)
+        except ControlApiError as exc:
+            if exc.status == 410:
+                raise parse_pruned(since, exc.document) from exc
+            raise UpstreamUnavailable(f"control API: {exc}") from exc
+        except TimeoutError as exc:
+            raise UpstreamUnavailable("control API: the change feed did not answer") from exc
+        except (KeyError, TypeError, ValueError) as exc:
+            raise UpstreamUnavailable(f"control API: malformed change feed: {exc!r}") from exc
+
+
+def _document(text: str) -> Any:
+    try:
+        return json.loads(text)
+    except ValueError:
+        return None
 
 
 def _error_message(response: aiohttp.ClientResponse, text: str) -> str:

@@ -8,9 +8,10 @@ import logging
 import os
 import signal
 import time
-from typing import Any
+from collections.abc import Sequence
 
-from metastack.client.http import ControlApiError, ControlClient
+from metastack.client.feed import Change, Follower
+from metastack.client.http import ControlApiError, ControlClient, FeedOf
 from metastack.metrics import NetagentMetrics
 from metastack.netagent.config import NetagentConfig
 from metastack.netagent.desired import Desired, desired_state
@@ -62,6 +63,8 @@ class NetAgent:
         )
         self.ready = asyncio.Event()  # set after the first complete pass
         self._dirty = asyncio.Event()
+        self._full = asyncio.Event()  # the next pass is a full one (after a resync)
+        self._following = False  # the feed was read from a known revision on
         self._lock = asyncio.Lock()
         # While the change feed is healthy, the revision of the last change it showed that
         # concerns this host (None: feed not started or broken); and the topology last
@@ -175,8 +178,9 @@ class NetAgent:
         while True:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._dirty.wait(), max(0.0, next_full - loop.time()))
-            full = loop.time() >= next_full
+            full = loop.time() >= next_full or self._full.is_set()
             self._dirty.clear()
+            self._full.clear()
             try:
                 report = await self.reconcile(full=full)
             except ControlApiError as exc:
@@ -189,39 +193,42 @@ class NetAgent:
                 next_full = min(next_full, loop.time() + RETRY_SECONDS)
 
     async def _feed_loop(self) -> None:
-        revision: int | None = None
-        while True:
-            try:
-                if revision is None:
-                    revision = int((await self.client.changes(0, 0, limit=1))["revision"])
-                    self.topology_revision = revision
-                    # A pass that read the API before this revision may have missed a change.
-                    self._dirty.set()
-                answer = await self.client.changes(revision, self.config.feed_wait)
-            except (ControlApiError, KeyError, ValueError) as exc:
-                log.warning("change feed: %s", exc)
-                revision = self.topology_revision = None
-                self._dirty.set()  # whatever was missed is picked up by a pass
-                await asyncio.sleep(RETRY_SECONDS)
-                continue
-            changes: list[dict[str, Any]] = answer.get("changes", [])
-            if int(answer["revision"]) < revision:
-                revision = self.topology_revision = None  # the store was replaced: start over
-                self._dirty.set()
-                continue
-            revision = int(changes[-1]["revision"]) if changes else int(answer["revision"])
-            relevant = [int(change["revision"]) for change in changes if self._relevant(change)]
-            if relevant:
-                self.topology_revision = relevant[-1]
-                self._dirty.set()
+        """Follow the change feed: relevant changes make a pass; a resync (first contact,
+        lost or pruned revisions) makes a full one, with the control API read again."""
+        follower = Follower(
+            FeedOf(self.client),
+            self.config.feed_wait,
+            on_resync=self._resync,
+            on_changes=self._changed,
+            on_live=self._feed_live,
+            name="change feed (netagent)",
+        )
+        await follower.run()
 
-    def _relevant(self, change: dict[str, Any]) -> bool:
-        if change.get("resource") not in RELEVANT:
+    def _resync(self, revision: int) -> None:
+        if self._following:  # revisions were lost or pruned: observe everything again
+            self._full.set()
+        self._following = True
+        self.topology_revision = revision
+        self._dirty.set()
+
+    def _changed(self, changes: Sequence[Change]) -> None:
+        relevant = [change.revision for change in changes if self._relevant(change)]
+        if relevant:
+            self.topology_revision = relevant[-1]
+            self._dirty.set()
+
+    def _feed_live(self, live: bool) -> None:
+        if not live:  # whatever is missed meanwhile is picked up by a pass
+            self._following = False
+            self.topology_revision = None
+            self._dirty.set()
+
+    def _relevant(self, change: Change) -> bool:
+        if change.resource not in RELEVANT:
             return False
         served = self.config.networks
-        return (
-            not served or change.get("resource") == "router" or (change.get("network_id") in served)
-        )
+        return not served or change.resource == "router" or change.network_id in served
 
     async def _report_loop(self) -> None:
         while True:

@@ -63,6 +63,7 @@ class FakeControl:
     lookups: list[str] = field(default_factory=list)
     feed_polls: list[int] = field(default_factory=list)
     feed_down: bool = False
+    kept_from: int = 1  # the oldest revision the feed still keeps (see `prune`)
     # When set, port lookups wait for it (to interleave a change with a lookup in flight).
     lookup_gate: asyncio.Event | None = None
     lookup_arrived: asyncio.Event = field(default_factory=asyncio.Event)
@@ -117,6 +118,11 @@ class FakeControl:
         port = self.ports.pop(port_id)
         await self.record("port", port_id, "delete", network_id=port["network_id"])
 
+    def prune(self, through: int) -> None:
+        """Forget the changes up to revision `through`, as change_retention does."""
+        self.changes = [c for c in self.changes if c["revision"] > through]
+        self.kept_from = through + 1
+
     async def applied(self, revision: int | None = None) -> None:
         """Wait until the agent polls the feed from `revision` (it has applied all before)."""
         target = self.revision if revision is None else revision
@@ -163,6 +169,9 @@ class FakeControl:
                 await asyncio.wait_for(
                     self._changed.wait_for(lambda: self.revision > since), timeout=wait
                 )
+            if since + 1 < self.kept_from and self.revision > since:
+                gone = {"error": "pruned", "oldest_revision": self.kept_from}
+                return web.json_response({**gone, "revision": self.revision}, status=410)
             newer = [c for c in self.changes if c["revision"] > since]
             return web.json_response({"revision": self.revision, "changes": newer})
 

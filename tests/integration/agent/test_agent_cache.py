@@ -121,6 +121,46 @@ async def test_control_api_restart_resyncs(
     assert await instance_of(client) == "inst-after-restart"
 
 
+async def test_behind_a_pruned_feed_the_agent_resyncs_and_follows_again(
+    client: aiohttp.ClientSession, control: FakeControl, agent: RunningAgent
+) -> None:
+    assert await instance_of(client) == "inst-a"
+    resyncs = agent.cache.stats["resyncs"]
+    # The port moves and the change is pruned before the agent reads it: its long poll
+    # wakes to a 410, never to a page without the move.
+    async with control._changed:
+        control.ports["p1"]["device_id"] = "inst-new"
+        for resource in ("port", "network"):
+            control.revision += 1
+            change = {"revision": control.revision, "resource": resource, "resource_id": "x"}
+            control.changes.append({**change, "action": "update", "network_id": "net-a"})
+        control.prune(control.revision - 1)
+        control._changed.notify_all()
+    await wait_until(lambda: agent.cache.stats["resyncs"] > resyncs and agent.cache.live)
+    await control.applied()  # following again from the current revision
+    before = port_lookups(control)
+    for _ in range(3):
+        assert await instance_of(client) == "inst-new"
+    assert port_lookups(control) == before + 1  # looked up again once, then cached
+
+
+async def test_back_from_an_outage_longer_than_the_retention(
+    client: aiohttp.ClientSession, control: FakeControl, agent: RunningAgent
+) -> None:
+    assert await instance_of(client) == "inst-a"
+    control.feed_down = True
+    await control.record("project", "unrelated", "update")  # ends the long-poll in flight
+    await wait_until(lambda: not agent.cache.live)
+    await control.move_port("p1", "inst-new", "proj-new")
+    control.prune(control.revision)  # everything the agent saw or missed is gone
+    control.feed_down = False
+    await wait_until(lambda: agent.cache.live)
+    before = port_lookups(control)
+    for _ in range(3):
+        assert await instance_of(client) == "inst-new"
+    assert port_lookups(control) == before + 1
+
+
 async def test_prefetched_network_answers_new_guests_without_a_lookup(
     make_config: Callable[..., AgentConfig], control: FakeControl
 ) -> None:

@@ -7,10 +7,15 @@ import time
 from typing import Any
 
 import aiohttp
+import pytest
 from aiohttp import web
 
+from metastack.agent.control import ControlClient as AgentControl
 from metastack.api.control import make_control_app
+from metastack.client.http import ControlClient, FeedOf
 from metastack.config import ApiConfig
+from metastack.errors import ChangesPruned
+from metastack.http11 import Endpoint, Pool
 from metastack.store.specs import ProjectCreate
 from metastack.store.sql import SqlStore
 
@@ -98,3 +103,35 @@ async def test_stopping_the_server_answers_long_polls_at_once(sql_store: SqlStor
         status, body = await asyncio.wait_for(waiter, 5)
     assert time.monotonic() - started < 2
     assert (status, body["changes"]) == (200, [])
+
+
+async def test_a_pruned_revision_is_410_naming_the_oldest_kept(api: Api) -> None:
+    for name in ("a", "b", "c"):
+        await api.ok("POST", "/v1/projects", 201, json={"name": name})
+    assert await asyncio.to_thread(api.store.prune_changes, 0) == 3  # all older than now
+    await api.ok("POST", "/v1/projects", 201, json={"name": "d"})
+    for since in (0, 2):
+        gone = await api.call("GET", f"/v1/changes?since={since}&wait=5")
+        assert gone.status == 410, gone.body
+        assert (gone.body["oldest_revision"], gone.body["revision"]) == (4, 4)
+        assert "no longer kept" in gone.body["error"]
+    page = await api.ok("GET", "/v1/changes?since=3")  # at 3, nothing was missed
+    assert [c["revision"] for c in page["changes"]] == [4]
+
+
+async def test_both_feed_clients_read_the_410_as_a_resync(api: Api) -> None:
+    for name in ("a", "b"):
+        await api.ok("POST", "/v1/projects", 201, json={"name": name})
+    await asyncio.to_thread(api.store.prune_changes, 0)
+    agent_side = AgentControl(
+        Pool(Endpoint.from_url(api.base), connect_timeout=2, pool_size=1), None
+    )
+    netagent_side = ControlClient(api.base)
+    try:
+        for client in (agent_side, FeedOf(netagent_side)):
+            with pytest.raises(ChangesPruned) as gone:
+                await client.changes(1, 0, 5)
+            assert (gone.value.oldest_revision, gone.value.revision) == (3, 2)
+    finally:
+        await agent_side.close()
+        await netagent_side.close()

@@ -1,6 +1,10 @@
-"""The lookup cache's invalidation rule, its race, its bounds, and the feed-page logic."""
+"""The lookup cache's invalidation rule, its race, its bounds, and following the feed."""
 
 from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Callable, Sequence
+from contextlib import asynccontextmanager
 
 import pytest
 from hypothesis import given
@@ -8,7 +12,10 @@ from hypothesis import strategies as st
 
 from metastack.agent.cache import MAX_STAMPS, Change, Identity, LookupCache, PortKey, subjects_of
 from metastack.agent.control import ChangePage
-from metastack.agent.feed import next_since
+from metastack.agent.feed import follow_changes
+from metastack.client.feed import Follower
+from metastack.errors import ChangesPruned, UpstreamUnavailable
+from metastack.tasks import cancel_and_wait
 
 A = Identity("inst-a", "proj-a")
 KEY: PortKey = (("net-a",), "ip_address", "10.0.0.5")
@@ -129,22 +136,85 @@ def test_unnarrowable_changes_resync(change: Change) -> None:
     assert cache.get_port((("net-q",), "ip_address", "1.1.1.1"), 1.0) is None
 
 
-def test_feed_pages() -> None:
+async def test_feed_pages() -> None:
     cache = live_cache()
     cache.store_port(KEY, A, cache.ticket(), 0.0)
-    # contiguous page: applied, continue after its last change
-    page = ChangePage(3, (Change(2, "network", "net-z"), Change(3, "network", "net-y")))
-    assert next_since(cache, 1, page, 0.0) == 3
-    assert cache.get_port(KEY, 0.0) == (A,)
-    # a page cut short: continue after the last change it holds
-    assert next_since(cache, 3, ChangePage(9, (Change(4, "network", "net-z"),)), 0.0) == 4
-    assert cache.stats["resyncs"] == 0
-    # a gap (changes lost) and a restarted counter both drop everything
-    assert next_since(cache, 4, ChangePage(8, (Change(7, "network", "n"),)), 0.0) == 7
-    assert cache.get_port(KEY, 0.0) is None
-    assert next_since(cache, 7, ChangePage(2, ()), 0.0) == 2
-    assert next_since(cache, 2, ChangePage(5, ()), 0.0) == 5
-    assert cache.stats["resyncs"] == 3
+    seen: list[int] = []
+    feed = ScriptedFeed(
+        ChangePage(1, ()),  # first contact: follow from revision 1
+        # contiguous page: applied, continue after its last change
+        ChangePage(3, (Change(2, "network", "net-z"), Change(3, "network", "net-y"))),
+        # a page cut short: continue after the last change it holds, at once
+        ChangePage(9, (Change(4, "network", "net-z"),)),
+    )
+    follower = follow_changes(feed, cache, 20, clock=lambda: 0.0, on_changes=seen_by(seen))
+    async with following(follower):
+        await feed.consumed()
+        assert feed.asked == [(0, 0), (1, 20), (3, 20), (4, 0)]
+        assert seen == [2, 3, 4]
+        assert cache.stats["resyncs"] == 1  # the first contact only
+        cache.store_port(KEY, A, cache.ticket(), 0.0)
+        # a gap (changes lost), a restarted counter, a pruned feed: each drops everything
+        feed.script(
+            ChangePage(8, (Change(7, "network", "n"),)),
+            ChangePage(2, ()),
+            ChangesPruned(2, 30, 40),
+            ChangePage(41, (Change(41, "port", "p", network_id="net-q"),)),
+        )
+        await feed.consumed()
+        assert cache.get_port(KEY, 0.0) is None
+        assert feed.asked[4:] == [(7, 0), (2, 20), (40, 0), (41, 20)]
+        assert cache.stats["resyncs"] == 4
+        assert seen == [2, 3, 4, 41] and follower.since == 41 and cache.live
+
+
+async def test_a_failing_feed_starts_over() -> None:
+    cache = live_cache()
+    feed = ScriptedFeed(ChangePage(5, ()), UpstreamUnavailable("control API down"))
+    follower = follow_changes(feed, cache, 20, clock=lambda: 0.0)
+    async with following(follower):
+        await feed.consumed()
+        assert not cache.live  # bypassed while the feed is down
+        assert feed.asked == [(0, 0), (5, 20), (0, 0)]  # then first contact again
+
+
+def seen_by(seen: list[int]) -> Callable[[Sequence[Change]], None]:
+    return lambda changes: seen.extend(change.revision for change in changes)
+
+
+class ScriptedFeed:
+    """Answers the follower's polls from a script, then waits (as a quiet long poll)."""
+
+    def __init__(self, *answers: ChangePage | Exception) -> None:
+        self.answers: list[ChangePage | Exception] = list(answers)
+        self.asked: list[tuple[int, float]] = []
+        self._idle = asyncio.Event()
+
+    def script(self, *answers: ChangePage | Exception) -> None:
+        self.answers.extend(answers)
+        self._idle.clear()
+
+    async def consumed(self) -> None:
+        await asyncio.wait_for(self._idle.wait(), 2)
+
+    async def changes(self, since: int, wait: float, timeout: float) -> ChangePage:
+        self.asked.append((since, wait))
+        while not self.answers:
+            self._idle.set()
+            await asyncio.sleep(0.01)
+        answer = self.answers.pop(0)
+        if isinstance(answer, Exception):
+            raise answer
+        return answer
+
+
+@asynccontextmanager
+async def following(follower: Follower) -> AsyncIterator[None]:
+    task = asyncio.create_task(follower.run())
+    try:
+        yield
+    finally:
+        await cancel_and_wait(task)
 
 
 @given(

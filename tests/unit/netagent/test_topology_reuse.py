@@ -11,6 +11,7 @@ import pytest
 from metastack.client.http import ControlApiError
 from metastack.netagent.reconcile import Report
 from metastack.netagent.service import NetAgent
+from metastack.tasks import cancel_and_wait
 from unit.netagent.builders import config
 
 
@@ -85,7 +86,7 @@ async def test_a_broken_feed_means_every_pass_reads(
     agent: tuple[NetAgent, FakeControl], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     netagent, control = agent
-    monkeypatch.setattr("metastack.netagent.service.RETRY_SECONDS", 3600)
+    monkeypatch.setattr("metastack.client.feed.RETRY_DELAYS", (3600.0,))
     await _reads_of_one_pass(netagent, control)
     control.feed.put_nowait(ControlApiError(0, "control API unreachable"))
     await _settle()
@@ -99,3 +100,39 @@ async def test_without_a_feed_every_pass_reads(tmp_path: Any) -> None:
     netagent.reconciler.apply = lambda desired, full: Report()  # type: ignore[method-assign]
     assert await _reads_of_one_pass(netagent, control) > 0
     assert await _reads_of_one_pass(netagent, control) > 0
+
+
+async def test_a_pruned_feed_makes_a_full_pass_from_a_fresh_read(
+    agent: tuple[NetAgent, FakeControl],
+) -> None:
+    netagent, control = agent
+    passes: list[bool] = []
+
+    def apply(desired: Any, full: bool) -> Report:
+        passes.append(full)
+        return Report()
+
+    netagent.reconciler.apply = apply  # type: ignore[method-assign]
+    loop = asyncio.create_task(netagent._reconcile_loop())
+    try:
+        await _until(lambda: passes == [True])  # the first pass observes everything
+        control.feed.put_nowait([{"revision": 11, "resource": "port", "network_id": "n1"}])
+        await _until(lambda: passes == [True, False])  # a change: a change pass
+        before = control.lists
+        control.revision = 60  # the feed moved on and pruned revision 12 meanwhile
+        gone = {"error": "since: pruned", "oldest_revision": 50, "revision": 60}
+        control.feed.put_nowait(ControlApiError(410, "since: pruned", gone))
+        await _until(lambda: passes == [True, False, True])  # resync: a full pass ...
+        assert control.lists > before  # ... from the control API read again
+        assert netagent.topology_revision == 60
+        assert await _reads_of_one_pass(netagent, control) == 0  # following from 60 on
+    finally:
+        await cancel_and_wait(loop)
+
+
+async def _until(predicate: Any) -> None:
+    for _ in range(200):
+        if predicate():
+            return
+        await asyncio.sleep(0.01)
+    raise AssertionError("never happened")
