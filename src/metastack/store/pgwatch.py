@@ -76,6 +76,7 @@ class PostgresSource:
         self._next: asyncio.Future[int] | None = None  # the read not sent yet
         self._reading: asyncio.Task[None] | None = None
         self.listener_pid: int | None = None  # the LISTEN backend, while connected
+        self.reads_sent = 0  # revision queries sent (each answers every read waiting)
 
     async def _connect(self, name: str) -> psycopg.AsyncConnection[Any]:
         params = {"application_name": name, **self._params}
@@ -110,6 +111,7 @@ class PostgresSource:
             async with asyncio.timeout(READ_TIMEOUT):
                 if self._reader is None or self._reader.closed:
                     self._reader = await self._connect(READER_NAME)
+                self.reads_sent += 1
                 cursor = await self._reader.execute(REVISION, prepare=True)
                 row = await cursor.fetchone()
         except (psycopg.Error, OSError, TimeoutError) as exc:
