@@ -42,8 +42,8 @@ VendordataProvider = Literal["StaticJSON", "DynamicJSON"]
 class PoolSettings:
     """A store's connection pool: kept connections, extra ones under load, wait for one."""
 
-    size: int = 10
-    overflow: int = 20
+    size: int = 5
+    overflow: int = 10
     timeout: float = 30.0
 
 
@@ -306,10 +306,13 @@ class ApiConfig(_Section):
     )
     # oslo.db's names for SQLAlchemy's pool_size, max_overflow and pool_timeout.
     max_pool_size: int = Field(
-        10, ge=1, description="store connections each worker keeps open (its pool)"
+        5, ge=1, description="store connections each worker keeps open (its pool)"
     )
     max_overflow: int = Field(
-        20, ge=0, description="connections a worker may open beyond its pool under load"
+        10,
+        ge=0,
+        description="connections a worker may open beyond its pool under load (closed "
+        "again when returned to a full pool)",
     )
     pool_timeout: float = Field(
         30.0,

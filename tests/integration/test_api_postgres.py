@@ -15,7 +15,6 @@ import pytest
 from sqlalchemy import create_engine, text
 from sqlalchemy.engine import make_url
 
-from metastack.store.pgwatch import LISTENER_NAME
 from support.api_process import ApiProcess, serving, start, stop, write_config
 
 pytestmark = pytest.mark.postgres
@@ -104,6 +103,8 @@ def test_reads_after_an_acknowledged_update_are_fresh_on_every_worker_and_node(
 
 def listeners(database_url: str) -> set[int]:
     """Backend pids of the API workers' LISTEN connections to this database."""
+    from metastack.store.pgwatch import LISTENER_NAME
+
     name = make_url(database_url).database
     engine = create_engine(database_url, pool_pre_ping=False)
     try:

@@ -41,7 +41,8 @@ from metastack.metadata import (
 from metastack.metadata.model import Instance
 from metastack.metrics import MetadataMetrics
 from metastack.store.base import MetadataStore
-from metastack.store.watch import RevisionWatcher, watcher_for
+from metastack.store.watch import RevisionWatcher
+from metastack.store.watchers import watcher_for
 
 log = logging.getLogger(__name__)
 

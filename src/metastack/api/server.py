@@ -130,7 +130,7 @@ class ApiWorker:
         from metastack.api.metadata_app import MetadataServer
         from metastack.api.retention import prune_forever
         from metastack.store.sql import SqlStore
-        from metastack.store.watch import watcher_for
+        from metastack.store.watchers import watcher_for
 
         store = self.store = SqlStore(
             self.config.database_url,

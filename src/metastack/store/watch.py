@@ -13,7 +13,8 @@ state (the metadata API's document cache, the control API's change-feed long pol
 
 Where the revision comes from is a `RevisionSource`: SQLite's `PRAGMA data_version`
 (a commit by any connection changes it; microseconds to check), PostgreSQL's
-`metastack.store.pgwatch`, or any store's `current_revision` (tests, fakes).
+`metastack.store.pgwatch`, or any store's `current_revision` (tests, fakes); the
+`metastack.store.watchers` module picks one for a store.
 """
 
 from __future__ import annotations
@@ -24,8 +25,6 @@ import logging
 import sqlite3
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Protocol
-
-from sqlalchemy.engine import URL
 
 from metastack.errors import StoreError, StoreUnavailable
 from metastack.tasks import cancel_and_wait
@@ -233,21 +232,3 @@ class _Subscription:
                 await self._callback(revision)
             except StoreError as exc:
                 log.warning("following revision %d failed: %s", revision, exc)
-
-
-def watcher_for(
-    store: MetadataStore, poll_interval: float = DEFAULT_POLL_INTERVAL
-) -> RevisionWatcher:
-    """The watcher for a store: pushed on PostgreSQL, `data_version` on a SQLite file,
-    polling `current_revision` otherwise (SQLite in memory, fakes)."""
-    from metastack.store.sql import SqlStore
-
-    if isinstance(store, SqlStore):
-        url: URL = store.engine.url
-        if store.postgres:
-            from metastack.store.pgwatch import PostgresSource
-
-            return RevisionWatcher(PostgresSource(url), poll_interval)
-        if url.get_backend_name() == "sqlite" and url.database not in (None, "", ":memory:"):
-            return RevisionWatcher(SqliteSource(str(url.database)), poll_interval)
-    return RevisionWatcher(StoreSource(store), poll_interval)

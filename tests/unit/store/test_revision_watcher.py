@@ -11,10 +11,10 @@ import pytest
 from sqlalchemy import text
 
 from metastack.store.migrate import upgrade
-from metastack.store.pgwatch import PostgresSource
 from metastack.store.specs import ProjectCreate
 from metastack.store.sql import SqlStore
-from metastack.store.watch import RevisionWatcher, watcher_for
+from metastack.store.watch import RevisionWatcher
+from metastack.store.watchers import watcher_for
 
 
 @asynccontextmanager
@@ -101,6 +101,8 @@ async def test_postgres_pushes_and_keeps_schemas_apart(postgres_schema_url: str)
 
 @pytest.mark.postgres
 async def test_postgres_reads_asked_together_share_a_query(postgres_schema_url: str) -> None:
+    from metastack.store.pgwatch import PostgresSource
+
     upgrade(postgres_schema_url)
     store = SqlStore(postgres_schema_url)
     try:

@@ -9,7 +9,6 @@ from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
 from typing import Any
 
-import psycopg
 import pytest
 from sqlalchemy import update
 from sqlalchemy.engine import make_url
@@ -18,7 +17,6 @@ from sqlalchemy.orm import Session
 from metastack.errors import ChangesPruned, Conflict
 from metastack.store.feed import CHANNEL, parse_payload
 from metastack.store.migrate import current, upgrade
-from metastack.store.pgwatch import connect_params
 from metastack.store.schema import ChangeRow, utcnow
 from metastack.store.specs import ProjectCreate
 from metastack.store.sql import SqlStore
@@ -86,6 +84,10 @@ def test_pruning_in_many_processes_at_once_prunes_once(
 
 @pytest.mark.postgres
 def test_notify_on_commit_only_in_revision_order(postgres_schema_url: str) -> None:
+    import psycopg
+
+    from metastack.store.pgwatch import connect_params
+
     upgrade(postgres_schema_url)
     store = SqlStore(postgres_schema_url)
     params = connect_params(make_url(postgres_schema_url))

@@ -25,7 +25,8 @@ from metastack.errors import (
     UpstreamUnavailable,
 )
 from metastack.store.sql import SqlStore
-from metastack.store.watch import DEFAULT_POLL_INTERVAL, RevisionWatcher, watcher_for
+from metastack.store.watch import DEFAULT_POLL_INTERVAL, RevisionWatcher
+from metastack.store.watchers import watcher_for
 from metastack.tasks import cancel_and_wait
 
 log = logging.getLogger(__name__)
