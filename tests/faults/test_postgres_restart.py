@@ -10,9 +10,15 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import pytest
+from sqlalchemy import create_engine, text
+from sqlalchemy.engine import make_url
 
 from metastack.store.migrate import upgrade
+from metastack.store.pgwatch import PostgresSource
+from metastack.store.specs import ProjectCreate
 from metastack.store.sql import SqlStore
+from metastack.store.watch import RevisionWatcher
+from metastack.store.watchers import watcher_for
 
 from .conftest import Cloud, PrivatePostgres, Reply, api_config, boot, running
 
@@ -122,3 +128,61 @@ async def test_postgres_restart_under_load(private_postgres: PrivatePostgres, mo
     finally:
         store.close()
         gc.collect()  # while the filter above holds
+
+
+async def test_revision_push_comes_back_after_a_restart(private_postgres: PrivatePostgres) -> None:
+    """The LISTEN connection dies with the server and comes back with it. After any
+    reconnect the watcher LISTENs and then reads the revision, so a write committed while
+    it could not listen (no notification for it will ever come) is known at once."""
+    private_postgres.start()
+    admin = create_engine(private_postgres.url, isolation_level="AUTOCOMMIT", pool_pre_ping=True)
+    with admin.connect() as conn:
+        conn.execute(text("CREATE DATABASE watched"))
+    url = make_url(private_postgres.url).set(database="watched")
+    upgrade(url)
+    store = SqlStore(url)
+    watcher = watcher_for(store)
+    await watcher.start()
+    try:
+        await wait_for_push(watcher, True)
+        await asyncio.to_thread(private_postgres.stop, "fast")
+        await wait_for_push(watcher, False)
+        await asyncio.to_thread(private_postgres.start)
+        back = await wait_for_push(watcher, True)
+        waiter = asyncio.create_task(watcher.wait_beyond(0, 10))
+        await asyncio.to_thread(store.create_project, ProjectCreate(name="heard"))
+        assert await waiter  # pushed again
+
+        # Keep the listener out (no new connection to the database may open; the store's
+        # pooled one stays open) and write while it cannot hear.
+        with admin.connect() as conn:
+            conn.execute(text("ALTER DATABASE watched ALLOW_CONNECTIONS false"))
+            try:
+                assert isinstance(watcher.source, PostgresSource)
+                pid = watcher.source.listener_pid
+                conn.execute(text("SELECT pg_terminate_backend(:pid)"), {"pid": pid})
+                await wait_for_push(watcher, False)
+                await asyncio.to_thread(store.create_project, ProjectCreate(name="unheard"))
+                await asyncio.sleep(0.5)
+                assert (watcher.pushing, watcher.known) == (False, 1)
+            finally:
+                conn.execute(text("ALTER DATABASE watched ALLOW_CONNECTIONS true"))
+        again = await wait_for_push(watcher, True)
+        assert watcher.known == 2  # read after LISTEN, with nothing more written
+        print(
+            f"\nrevision push back {back:.2f} s after the restarted server, and "
+            f"{again:.2f} s after connections were allowed again, the missed write known"
+        )
+    finally:
+        await watcher.close()
+        store.close()
+        admin.dispose()
+        gc.collect()  # while the filter above holds
+
+
+async def wait_for_push(watcher: RevisionWatcher, live: bool, timeout: float = 15) -> float:
+    started = time.monotonic()
+    while watcher.pushing != live:
+        assert time.monotonic() - started < timeout, f"push never became {live}"
+        await asyncio.sleep(0.02)
+    return time.monotonic() - started
