@@ -1,7 +1,7 @@
 """The revision on PostgreSQL: read per request on a connection of its own, pushed by NOTIFY.
 
-Two connections per worker process, apart from the store's pool, both async (psycopg 3)
-so that nothing blocks the event loop:
+Two connections per worker process, apart from the store's pool, both driven by the
+event loop (psycopg 3, and libpq's own calls for the reader), so nothing blocks it:
 
 - the *reader* answers `read()`: one prepared `SELECT` of the revision counter. Reads
   asked for while one is in flight share the next one, which starts after they were
@@ -34,7 +34,7 @@ from metastack.tasks import cancel_and_wait
 log = logging.getLogger(__name__)
 
 READ_TIMEOUT = 5.0  # a revision read that takes longer fails (503), as a lock wait does
-HEARTBEAT = 5.0  # seconds of silence after which the listener checks its connection
+HEARTBEAT = 2.0  # seconds of silence after which the listener checks its connection
 RETRY_DELAYS = (0.05, 0.2, 0.5, 1.0, 2.0)
 REVISION = "SELECT value FROM revision_counter WHERE id = 1"
 STATEMENT = b"metastack_revision"
@@ -141,6 +141,8 @@ class PostgresSource:
             try:
                 await self._listen(publish, pushing)
             except (psycopg.Error, OSError, TimeoutError) as exc:
+                if self.listener_pid is not None:
+                    failures = 0  # it was listening: a new outage, retried at once
                 if failures == 0:
                     log.warning("revision listener: %s; reconnecting", _unavailable(exc))
             finally:
