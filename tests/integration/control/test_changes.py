@@ -15,9 +15,10 @@ from metastack.api.control import make_control_app
 from metastack.client.http import ControlClient, FeedOf
 from metastack.config import ApiConfig
 from metastack.errors import ChangesPruned
-from metastack.http11 import Endpoint, Pool
+from metastack.http11 import Pool
 from metastack.store.specs import ProjectCreate
 from metastack.store.sql import SqlStore
+from metastack.upstreams import http_upstreams
 
 from .conftest import Api
 
@@ -123,15 +124,20 @@ async def test_both_feed_clients_read_the_410_as_a_resync(api: Api) -> None:
     for name in ("a", "b"):
         await api.ok("POST", "/v1/projects", 201, json={"name": name})
     await asyncio.to_thread(api.store.prune_changes, 0)
-    agent_side = AgentControl(
-        Pool(Endpoint.from_url(api.base), connect_timeout=2, pool_size=1), None
+    pools = http_upstreams(
+        [api.base],
+        lambda endpoint: Pool(endpoint, connect_timeout=2, pool_size=1),
+        what="control API",
     )
+    agent_side = AgentControl(pools, None)
     netagent_side = ControlClient(api.base)
     try:
         for client in (agent_side, FeedOf(netagent_side)):
             with pytest.raises(ChangesPruned) as gone:
                 await client.changes(1, 0, 5)
             assert (gone.value.oldest_revision, gone.value.revision) == (3, 2)
+            assert (await client.changes(2, 0, 5)).revision == 2  # up to date: no 410
+        await agent_side.ping(5)  # the agent's liveness read still answers (since=0)
     finally:
         await agent_side.close()
         await netagent_side.close()
