@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 
 from metastack.lab import Lab
-from metastack.proxy.client import ControlClient
+from metastack.proxy.client import ProxyClient
 from support.needs import missing
 
 HERE = Path(__file__).parent
@@ -101,7 +101,7 @@ def start_agent(procs: Processes, workdir: Path) -> subprocess.Popen[bytes]:
 
 def control(path: Path, method: str, url: str, body: Any = None) -> tuple[int, Any]:
     """Call the proxy's control API."""
-    return ControlClient(str(path)).call(method, url, body)
+    return ProxyClient(str(path)).call(method, url, body)
 
 
 def curl(netns: str, url: str, *headers: str, timeout: float = 5) -> tuple[int, str]:

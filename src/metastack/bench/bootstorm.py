@@ -29,7 +29,7 @@ from metastack.netagent.proxyproc import ProxyProcess
 from metastack.netns import dnsmasq
 from metastack.netns.apply import delete_netns
 from metastack.netns.exec import NetnsError, run
-from metastack.proxy.client import ControlClient as ProxyClient
+from metastack.proxy.client import ProxyClient
 
 Progress = Callable[[str], None]
 ProxyKind = Literal["metastack", "haproxy"]

@@ -26,7 +26,7 @@ from metastack.lab import Lab
 from metastack.netns.apply import apply
 from metastack.netns.exec import run as run_command
 from metastack.netns.plan import AddAddress
-from metastack.proxy.client import ControlClient
+from metastack.proxy.client import ProxyClient
 
 
 class ProxyListenersError(MetastackError):
@@ -100,7 +100,7 @@ def run_proxy_listeners(count: int, wrk_seconds: int, event_loop: str) -> dict[s
             for i, name in enumerate(names)
         ]
         started = time.monotonic()
-        status, doc = ControlClient(str(ctl)).replace(specs)
+        status, doc = ProxyClient(str(ctl)).replace(specs)
         results["listeners_add_s"] = round(time.monotonic() - started, 2)
         if status != 200 or doc["failed"] or len(doc["listeners"]) != count:
             raise ProxyListenersError(f"PUT /listeners: {status} {doc.get('failed', doc)!r:.300}")

@@ -29,7 +29,7 @@ from urllib.request import Request, urlopen
 
 from metastack.errors import MetastackError
 from metastack.netns.sockets import unix_socket_accepts
-from metastack.proxy.client import ControlClient
+from metastack.proxy.client import ProxyClient
 
 Service = Literal["api", "agent", "proxy"]
 SERVICES: tuple[Service, ...] = ("api", "agent", "proxy")
@@ -330,9 +330,9 @@ class Chain:
         """
         return control_call(self.control_url, self.admin_token, method, path, body, timeout)
 
-    def proxy_control(self) -> ControlClient:
+    def proxy_control(self) -> ProxyClient:
         """A client of the proxy's control socket (listeners)."""
-        return ControlClient(str(self.proxy_socket))
+        return ProxyClient(str(self.proxy_socket))
 
     # Observation.
 

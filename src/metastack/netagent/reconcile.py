@@ -22,7 +22,7 @@ from metastack.netns.apply import apply, list_netns
 from metastack.netns.exec import NetnsError
 from metastack.netns.inspect import LinkState, read_fabric, read_namespace, read_rules
 from metastack.netns.plan import AddNetns, LinkUp, Step
-from metastack.proxy.client import ControlClient as ProxyClient
+from metastack.proxy.client import ProxyClient
 
 log = logging.getLogger(__name__)
 

@@ -25,7 +25,7 @@ from metastack.netagent.topology import (
 )
 from metastack.netns import dnsmasq
 from metastack.netns.apply import delete_netns, list_netns
-from metastack.proxy.client import ControlClient as ProxyClient
+from metastack.proxy.client import ProxyClient
 from metastack.tasks import cancel_and_wait
 
 log = logging.getLogger("metastack.netagent")

@@ -27,7 +27,7 @@ class _UnixConnection(http.client.HTTPConnection):
         self.sock = sock
 
 
-class ControlClient:
+class ProxyClient:
     """Calls `metastack proxy`'s control socket; every method returns (status, document)."""
 
     def __init__(self, path: str, timeout: float = 30.0) -> None:

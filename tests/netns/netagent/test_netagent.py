@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from metastack.proxy.client import ControlClient as ProxyClient
+from metastack.proxy.client import ProxyClient
 
 from .conftest import Run, list_netns, sh, wait_until
 
