@@ -456,8 +456,15 @@ def write_outputs(report: dict[str, Any], json_path: Path | None, plot_path: Pat
     if json_path is not None:
         json_path.write_text(json.dumps(report, indent=2) + "\n")
     if plot_path is not None:
+        nodes_part = (
+            f" on {report['api_nodes']} API + {report['network_nodes']} network nodes "
+            f"({report['database']})"
+            if report["api_nodes"] > 1 or report["network_nodes"] > 1
+            else ""
+        )
         title = (
             f"boot storm: {report['instances']} guests, {report['networks']} networks, "
-            f"{report['proxy']} proxy; {report['requests']} requests, p99 {report['p99_ms']} ms"
+            f"{report['proxy']} proxy{nodes_part}; {report['requests']} requests, "
+            f"p99 {report['p99_ms']} ms"
         )
         plot(storm, title, plot_path)
