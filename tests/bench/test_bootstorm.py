@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import importlib.util
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
+from support.benchrun import leftovers
 from support.needs import missing
 
 pytestmark = [pytest.mark.e2e, pytest.mark.netns]
@@ -21,23 +21,6 @@ PINNED = {"instances", "requests", "errors", "wall_s", "p50_ms", "p99_ms", "max_
 
 def why_not() -> str | None:
     return missing("the boot storm", ("ip", "busybox", "dnsmasq"))
-
-
-def leftovers(report: dict[str, object]) -> list[str]:
-    prefix, workdir = str(report["prefix"]), str(report["workdir"])
-    found = [name for name in os.listdir("/run/netns") if name.startswith(prefix)]
-    if Path("/etc/netns").is_dir():
-        found += [f"/etc/netns/{n}" for n in os.listdir("/etc/netns") if n.startswith(prefix)]
-    if Path(workdir).exists():
-        found.append(workdir)
-    for pid in filter(str.isdigit, os.listdir("/proc")):
-        try:
-            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
-        except OSError:
-            continue
-        if workdir.encode() in cmdline or prefix.encode() in cmdline:
-            found.append(f"process {pid}: {cmdline[:120]!r}")
-    return found
 
 
 def test_storm_of_50_has_no_error_and_leaves_nothing(tmp_path: Path) -> None:

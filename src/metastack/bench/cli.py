@@ -11,14 +11,16 @@ import json
 import os
 import signal
 import sys
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from types import FrameType
-from typing import Any, Literal, cast
+from typing import Any, Literal, TypeVar, cast
 
 import click
 
 from metastack.errors import MetastackError
+
+F = TypeVar("F", bound=Callable[..., Any])
 
 
 def _progress(message: str) -> None:
@@ -98,7 +100,10 @@ def _counters(counters: dict[str, int]) -> str:
 def _table(report: dict[str, Any]) -> str:
     lines = [
         f"instances {report['instances']} over {report['networks']} networks "
-        f"({report['routed_networks']} routed), proxy {report['proxy']}",
+        f"({report['routed_networks']} routed), proxy {report['proxy']}; "
+        f"{report['api_nodes']} API and {report['network_nodes']} network nodes on "
+        f"{report['database']} (guests per network node: "
+        f"{', '.join(f'{k} {v}' for k, v in report['guests_per_network_node'].items())})",
         f"setup {report['setup_s']} s (instances created in {report['create_instances_s']} s; "
         f"addressing: {report['addressing']['dhcp']} by DHCP, "
         f"{report['addressing']['static']} static)",
@@ -125,6 +130,46 @@ def _table(report: dict[str, Any]) -> str:
         label = f"{name} x{count}" if count > 1 else name
         lines.append(f"  {label:<16} {rss:>8}   {report['cpu_s'].get(name, 0.0):>6}")
     return "\n".join(lines)
+
+
+def _usage(name: str, check: Callable[[], None]) -> None:
+    """Run `check`; a usage error it raises ends the command with exit status 2."""
+    from metastack.demo.errors import DemoUsageError
+
+    try:
+        check()
+    except DemoUsageError as exc:
+        click.echo(f"metastack bench {name}: {exc}", err=True)
+        sys.exit(2)
+
+
+WORKDIR = click.option(
+    "--workdir",
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Work directory (removed at the end) [default: a new one under /var/tmp].",
+)
+
+
+def _nodes_option(flag: str, what: str, default: int) -> Callable[[F], F]:
+    return click.option(
+        flag,
+        type=click.IntRange(1, 8),
+        default=default,
+        show_default=True,
+        help=f"{what}, each a namespace of its own as in `metastack demo up` (1 and 1: the "
+        "chain in the host's namespace).",
+    )
+
+
+API_NODES = _nodes_option("--api-nodes", "API nodes", 1)
+NETWORK_NODES = _nodes_option("--network-nodes", "Network nodes", 1)
+DATABASE = click.option(
+    "--database",
+    default="",
+    help="PostgreSQL URL (several API nodes need it, through its unix socket: "
+    "postgresql+psycopg://postgres@/NAME?host=/var/run/postgresql); the run uses a database "
+    "of its own on that server, NAME_<run>, dropped at the end [default: SQLite].",
+)
 
 
 @click.group("bench")
@@ -166,11 +211,10 @@ def bench_command() -> None:
 @click.option(
     "--deadline", type=float, default=300.0, show_default=True, help="Whole storm at most (s)."
 )
-@click.option(
-    "--workdir",
-    type=click.Path(file_okay=False, path_type=Path),
-    help="Work directory (removed at the end) [default: a new one under /var/tmp].",
-)
+@WORKDIR
+@API_NODES
+@NETWORK_NODES
+@DATABASE
 def bootstorm_command(
     instances: int,
     networks: int | None,
@@ -182,14 +226,18 @@ def bootstorm_command(
     timeout: float,
     deadline: float,
     workdir: Path | None,
+    api_nodes: int,
+    network_nodes: int,
+    database: str,
 ) -> None:
     """N guests boot at once and crawl metadata as cloud-init does.
 
     Each crawls OpenStack, then EC2; reports latency, errors, CPU and memory; removes
-    everything afterwards."""
-    from metastack.bench.bootstorm import Options, bootstorm, write_outputs
+    everything afterwards. With more than one API or network node, every node is a
+    namespace of its own (as in `metastack demo up`) and the guests are spread over
+    networks served by different network nodes."""
+    from metastack.bench.bootstorm import Options, bootstorm, check, write_outputs
 
-    _need_root("bootstorm", "namespaces, dnsmasq")
     options = Options(
         instances,
         networks,
@@ -199,7 +247,12 @@ def bootstorm_command(
         timeout,
         deadline,
         workdir,
+        api_nodes=api_nodes,
+        network_nodes=network_nodes,
+        database=database,
     )
+    _usage("bootstorm", lambda: check(options))
+    _need_root("bootstorm", "namespaces, dnsmasq")
     with _guarded("bootstorm"):
         report = bootstorm(options, _progress)
     write_outputs(report, json_path, plot_path)
@@ -209,6 +262,80 @@ def bootstorm_command(
 
 
 RESULTS = Path("docs/bench")
+
+
+@bench_command.command("freshness")
+@click.option(
+    "--writes", type=click.IntRange(1, 100000), default=200, show_default=True, help="Writes."
+)
+@click.option(
+    "--api-nodes",
+    type=click.IntRange(1, 8),
+    default=2,
+    show_default=True,
+    help="API nodes: the writes go to the first, the guest's agent knows only the last.",
+)
+@click.option(
+    "--network-nodes",
+    type=click.IntRange(1, 8),
+    default=2,
+    show_default=True,
+    help="Network nodes: the guest reads through the last one's router.",
+)
+@DATABASE
+@click.option(
+    "--time-limit",
+    type=click.FloatRange(1, 3600),
+    default=120.0,
+    show_default=True,
+    help="Seconds for the writes: no write starts after it (setup and cleanup not counted).",
+)
+@click.option("--json", "json_path", type=click.Path(dir_okay=False, path_type=Path))
+@WORKDIR
+def freshness_command(
+    writes: int,
+    api_nodes: int,
+    network_nodes: int,
+    database: str,
+    time_limit: float,
+    json_path: Path | None,
+    workdir: Path | None,
+) -> None:
+    """How soon a guest sees a metadata change written through another API node.
+
+    Each write changes one metadata key of an instance through the first API node's control
+    API; the instance's guest reads meta_data.json through a network node whose agent knows
+    only the last API node, 5 ms after the acknowledgement and every 5 ms until it sees the
+    new value, then 4 times more. Reports acknowledgement to first fresh read (p50, p99,
+    max), stale first reads and stale reads after a fresh one. Exit 1 when any read was
+    stale, a write was never seen or anything failed; removes everything it made."""
+    from metastack.bench.freshness import Options, check, freshness
+
+    options = Options(writes, api_nodes, network_nodes, database, time_limit, workdir)
+    _usage("freshness", lambda: check(options))
+    _need_root("freshness", "namespaces, dnsmasq")
+    with _guarded("freshness"):
+        report = freshness(options, _progress)
+    if json_path is not None:
+        json_path.write_text(json.dumps(report, indent=2) + "\n")
+    click.echo(
+        f"{report['writes']} writes through api-1, read from {report['reader']}: "
+        f"acknowledgement to first fresh read p50 {report['p50_ms']} ms, p90 "
+        f"{report['p90_ms']} ms, p99 {report['p99_ms']} ms, max {report['max_ms']} ms\n"
+        f"stale first reads {report['stale_first_reads']}, stale reads after a fresh one "
+        f"{report['stale_reads']}, never fresh {report['never_fresh']}; write errors "
+        f"{report['write_errors']}, read errors {report['read_errors']} of {report['reads']} "
+        f"reads (read p50 {report['read_p50_ms']} ms)"
+    )
+    missed = (
+        report["stale_reads"]
+        or report["stale_first_reads"]
+        or report["never_fresh"]
+        or report["write_errors"]
+        or report["read_errors"]
+        or not report["complete"]
+    )
+    sys.exit(1 if missed else 0)
 
 
 @bench_command.command("chain")

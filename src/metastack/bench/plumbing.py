@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import ipaddress
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
@@ -103,17 +103,21 @@ def _route_order(route: tuple[str, str]) -> tuple[int, str]:
 
 
 def configure(
-    plugs: Sequence[Plug], addressing: dict[str, Addressing], macs: dict[str, dict[str, str]]
+    plugs: Sequence[Plug],
+    addressing: Mapping[str, Addressing],
+    macs: Mapping[str, Mapping[str, str]],
 ) -> None:
     """Give guests what DHCP would: address, MTU, routes; next hops as permanent neighbours.
 
-    `addressing` and `macs` (next hop -> MAC) are keyed by bridge, as addresses overlap
-    between networks. Permanent neighbours: the kernel's neighbour table is shared by all
-    namespaces (gc_thresh3), and in a real cloud these entries live in the guests' kernels.
+    `addressing` is keyed by guest namespace (guests of one network may use different DHCP
+    ports as their metadata next hop), `macs` (next hop -> MAC) by bridge, as addresses
+    overlap between networks. Permanent neighbours: the kernel's neighbour table is shared
+    by all namespaces (gc_thresh3), and in a real cloud these entries live in the guests'
+    kernels.
     """
 
     def one(plug: Plug) -> None:
-        given, known = addressing[plug.bridge], macs[plug.bridge]
+        given, known = addressing[plug.netns], macs[plug.bridge]
         lines = [
             f"link set eth0 mtu {given.mtu}",
             f"addr add {plug.ip}/{given.prefixlen} dev eth0",

@@ -14,6 +14,8 @@ import functools
 import secrets
 import socket
 import sys
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -69,6 +71,53 @@ def _start(
     database: str,
     listener: socket.socket,
 ) -> None:
+    cluster = start_api_nodes(
+        state,
+        progress,
+        api_nodes=api_nodes,
+        network_nodes=network_nodes,
+        database=database,
+        listener=listener,
+    )
+    call = functools.partial(control_call, state.control_url, state.admin_token)
+    networks = create_networks(call, progress)
+    wanted = start_network_nodes(
+        state,
+        cluster,
+        [n["id"] for n in networks.values()],
+        [n["router_id"] for n in networks.values() if "router_id" in n],
+        progress,
+    )
+    wait_for_namespaces(state, wanted, progress)
+    create_instances(state, call, networks, instances)
+    template = load_netagent_config(Path(cluster.network[0].directory) / "netagent.toml")
+    boot(state, networks, template.bridge_name, progress)
+
+
+@dataclass
+class Cluster:
+    """A multi-node run's nodes once its API nodes serve: the fabric namespace, the secret
+    agents and APIs share, and the nodes of each role."""
+
+    fabric: str
+    secret: str
+    api: list[Node]
+    network: list[Node]
+
+
+def start_api_nodes(
+    state: DemoState,
+    progress: Progress,
+    *,
+    api_nodes: int,
+    network_nodes: int,
+    database: str,
+    listener: socket.socket,
+) -> Cluster:
+    """The fabric, the plan of every node, the API nodes on `database` (created if
+    missing; "" = SQLite in the first API node's folder) and the relay of `listener` (the
+    host's loopback) to their control APIs: `state.control_url`. Everything it makes is
+    recorded in `state` as it goes, for `down`."""
     fabric = f"{state.prefix}fabric"
     state.admin_token = secrets.token_urlsafe(24)
     token_file(state).write_text(state.admin_token + "\n")
@@ -92,31 +141,38 @@ def _start(
         _make_node(state, fabric, node)
         _start_api(state, node, url, secret)
     _start_forward(state, fabric, api, listener)
-    call = functools.partial(control_call, state.control_url, state.admin_token)
-    networks = create_networks(call, progress)
-    wanted = _schedule(state, networks, network)
-    for node in network:
+    return Cluster(fabric, secret, api, network)
+
+
+def start_network_nodes(
+    state: DemoState,
+    cluster: Cluster,
+    networks: Sequence[str],
+    routers: Sequence[str],
+    progress: Progress,
+    *,
+    agent: Mapping[str, Mapping[str, Any]] | None = None,
+) -> set[str]:
+    """Schedule `networks` and `routers` over the network nodes and start each node;
+    the qdhcp-/qrouter- namespaces they are to make (wait for them). `agent`: extra agent
+    settings by node name (e.g. a node's `metadata_endpoints` narrowed to one API node)."""
+    wanted = _schedule(state, networks, routers, cluster.network)
+    for node in cluster.network:
         progress(
             f"starting {node.name} ({node.address}): agent, netagent with the proxy and "
             f"dnsmasq; {len(node.networks)} networks, {len(node.routers)} routers"
         )
-        _make_node(state, fabric, node)
-        _start_network_node(state, node, api, fabric, secret)
-    wait_for_namespaces(state, wanted, progress)
-    create_instances(state, call, networks, instances)
-    template = load_netagent_config(Path(network[0].directory) / "netagent.toml")
-    boot(state, networks, template.bridge_name, progress)
+        _make_node(state, cluster.fabric, node)
+        extra = (agent or {}).get(node.name, {})
+        _start_network_node(state, node, cluster.api, cluster.fabric, cluster.secret, extra)
+    return wanted
 
 
 def _schedule(
-    state: DemoState, networks: dict[str, dict[str, Any]], network: list[Node]
+    state: DemoState, networks: Sequence[str], routers: Sequence[str], network: list[Node]
 ) -> set[str]:
     """Give the network nodes what they serve; the namespaces that makes them build."""
-    served = schedule(
-        [n["id"] for n in networks.values()],
-        [n["router_id"] for n in networks.values() if "router_id" in n],
-        [node.name for node in network],
-    )
+    served = schedule(networks, routers, [node.name for node in network])
     wanted: set[str] = set()
     for node in network:
         node.networks, node.routers = served[node.name].networks, served[node.name].routers
@@ -157,7 +213,12 @@ def _start_api(state: DemoState, node: Node, database: str, secret: str) -> None
 
 
 def _start_network_node(
-    state: DemoState, node: Node, api: list[Node], fabric: str, secret: str
+    state: DemoState,
+    node: Node,
+    api: list[Node],
+    fabric: str,
+    secret: str,
+    agent: Mapping[str, Any],
 ) -> None:
     folder = Path(node.directory)
     agent_socket, proxy_socket = folder / "agent.sock", folder / "proxy.sock"
@@ -173,6 +234,7 @@ def _start_network_node(
             "metadata_endpoints": [f"http://{n.address}:{lab.METADATA_PORT}" for n in api],
             "control_url": control_url,
             "prefetch_ports": "all",
+            **agent,
         },
     )
     write_config(

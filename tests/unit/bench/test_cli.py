@@ -18,6 +18,7 @@ BENCHMARKS = {
     "proxy-listeners",
     "soak",
     "neutron-agent",
+    "freshness",
 }
 
 
@@ -78,3 +79,43 @@ def test_soak_refuses_bounds_its_script_refused() -> None:
     for args in (["--duration", "0"], ["--warmup", "601"], ["--rate", "0"]):
         with pytest.raises(click.BadParameter):
             params("soak", *args)
+
+
+def test_bootstorm_is_one_node_on_sqlite_by_default() -> None:
+    parsed = params("bootstorm", "--instances", "10")
+    assert (parsed["api_nodes"], parsed["network_nodes"], parsed["database"]) == (1, 1, "")
+    several = params("bootstorm", "--instances", "10", "--api-nodes", "2", "--network-nodes", "3")
+    assert (several["api_nodes"], several["network_nodes"]) == (2, 3)
+
+
+def test_freshness_defaults_are_two_nodes_of_each_and_200_writes() -> None:
+    parsed = params("freshness")
+    assert (parsed["writes"], parsed["api_nodes"], parsed["network_nodes"]) == (200, 2, 2)
+    assert parsed["time_limit"] == 120.0 and parsed["json_path"] is None
+    with pytest.raises(click.BadParameter):
+        params("freshness", "--writes", "0")
+
+
+PG = "postgresql+psycopg://postgres@/bench?host=/var/run/postgresql"
+
+
+@pytest.mark.parametrize(
+    ("name", "args", "says"),
+    [
+        ("freshness", [], "PostgreSQL"),  # two API nodes, no database
+        ("freshness", ["--database", "sqlite:////tmp/x.sqlite"], "SQLite is the default"),
+        ("freshness", ["--database", "postgresql+psycopg://postgres@127.0.0.1/x"], "unix socket"),
+        ("bootstorm", ["--instances", "5", "--api-nodes", "2"], "PostgreSQL"),
+        (
+            "bootstorm",
+            ["--instances", "5", "--network-nodes", "2", "--proxy", "haproxy"],
+            "no --proxy haproxy",
+        ),
+    ],
+)
+def test_what_cannot_run_is_refused_before_anything_is_made(
+    name: str, args: list[str], says: str
+) -> None:
+    result = CliRunner().invoke(bench_command, [name, *args])
+    assert result.exit_code == 2, result.output
+    assert says in result.output
