@@ -34,5 +34,5 @@ def follow_changes(
         on_resync=lambda revision: cache.resync(clock()),
         on_changes=applied,
         on_live=lambda live: cache.set_live(live, clock()),
-        name="change feed (lookup cache)",
+        name="lookup cache",
     )

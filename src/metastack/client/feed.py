@@ -103,7 +103,7 @@ class Follower:
         on_resync: Callable[[int], None],
         on_changes: Callable[[Sequence[Change]], None],
         on_live: Callable[[bool], None] = lambda live: None,
-        name: str = "change feed",
+        name: str = "follower",
     ) -> None:
         self._source = source
         self._wait = wait
@@ -123,7 +123,7 @@ class Follower:
                 page = await self._next_page(poll_wait)
             except UpstreamUnavailable as exc:
                 if failures == 0:
-                    log.warning("%s unavailable: %s", self._name, exc)
+                    log.warning("change feed unavailable (%s): %s", self._name, exc)
                 self.since = None  # start over: changes may be missed meanwhile
                 self._on_live(False)
                 poll_wait = 0.0
@@ -131,7 +131,7 @@ class Follower:
                 failures += 1
                 continue
             if failures:
-                log.info("%s is back at revision %s", self._name, self.since)
+                log.info("change feed is back at revision %s (%s)", self.since, self._name)
             failures = 0
             self._on_live(True)
             # Behind the current revision (a page cut short, a resync): ask again at once.
@@ -149,7 +149,7 @@ class Follower:
                 return page
             page = await self._source.changes(since, poll_wait, timeout)
         except ChangesPruned as exc:
-            log.warning("%s: %s", self._name, exc)
+            log.warning("change feed (%s): %s", self._name, exc)
             self._resync(exc.revision)
             return None
         self.since = self._apply(since, page)

@@ -201,7 +201,7 @@ class NetAgent:
             on_resync=self._resync,
             on_changes=self._changed,
             on_live=self._feed_live,
-            name="change feed (netagent)",
+            name="netagent",
         )
         await follower.run()
 
