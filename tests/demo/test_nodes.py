@@ -24,6 +24,7 @@ from typing import Any
 import pytest
 
 from metastack.demo.guests import UDHCPC_SCRIPT
+from support.benchrun import SOCKET_DIR, postgres_absent, postgres_user
 from support.democli import (
     assert_nothing_left,
     curl,
@@ -36,31 +37,8 @@ from support.needs import missing
 
 pytestmark = [pytest.mark.e2e, pytest.mark.netns, pytest.mark.postgres]
 
-SOCKET_DIR = "/var/run/postgresql"
 NODE_KEYS = {"name", "role", "namespace", "address", "up", "serves"}
 MGMT = ipaddress.ip_network("10.255.0.0/24")
-
-
-def postgres_user() -> str:
-    """The user of METASTACK_TEST_POSTGRES_URL if set (CI), else `postgres`."""
-    from sqlalchemy.engine import make_url
-
-    url = os.environ.get("METASTACK_TEST_POSTGRES_URL", "")
-    return (make_url(url).username if url else None) or "postgres"
-
-
-def postgres_absent() -> str | None:
-    """Why PostgreSQL cannot be reached through its unix socket here, or None."""
-    if not Path(SOCKET_DIR, ".s.PGSQL.5432").exists():
-        return f"no PostgreSQL unix socket in {SOCKET_DIR}"
-    try:
-        import psycopg
-
-        with psycopg.connect(host=SOCKET_DIR, user=postgres_user(), dbname="postgres") as conn:
-            conn.execute("SELECT 1")
-    except Exception as exc:  # ImportError, OperationalError: both mean "cannot run"
-        return f"PostgreSQL through {SOCKET_DIR}: {exc}"
-    return None
 
 
 def admin(sql: str) -> None:
